@@ -1,0 +1,63 @@
+//! loam-data: everything from Parquet bytes to token batches. No libtorch.
+//!
+//! The flow, one module per stage:
+//! `source` (Parquet row groups) → `format` (rows → [`Sample`]) → `template` (chat template)
+//! → `tokenize` ([`Sample`] → [`Example`]) → `stream` (mix, shuffle, epochs) → `pack` ([`Batch`]).
+
+/// A conversation turn, OpenAI style.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// One row of a dataset after its format was applied, before tokenization.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    /// Raw text for continued pre-training: every token is trained.
+    Text { text: String },
+    /// A chat; the template renders it, `train_on` decides which turns are trained.
+    Chat { messages: Vec<Message> },
+    /// A prompt and its completion (alpaca rows become this too).
+    PromptCompletion { prompt: String, completion: String },
+}
+
+/// Label value of a position that is not trained (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// One tokenized row: `labels[i]` is the target *at* position i (`input_ids[i]` or
+/// [`IGNORE_INDEX`]); the trainer shifts by one, as transformers does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Example {
+    pub input_ids: Vec<u32>,
+    pub labels: Vec<i64>,
+}
+
+/// A micro-batch of `rows × seq_len` tokens, row-major.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Batch {
+    pub rows: usize,
+    pub seq_len: usize,
+    pub input_ids: Vec<i64>,
+    /// Unshifted, like [`Example::labels`]; padding is [`IGNORE_INDEX`].
+    pub labels: Vec<i64>,
+    /// Restart at 0 at each document inside a packed row.
+    pub position_ids: Vec<i64>,
+    /// Document index within its row (0, 1, …); padding gets -1. Attention stays inside a document.
+    pub doc_ids: Vec<i64>,
+}
+
+/// Which tokens of a sample carry loss (recipe key `data.train_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainOn {
+    /// Every token.
+    All,
+    /// Every assistant turn's content and its end-of-turn token.
+    #[default]
+    Assistant,
+    /// Only the last assistant turn.
+    LastAssistant,
+    /// The completion of a prompt/completion (or alpaca) sample.
+    Completion,
+}

@@ -1,0 +1,1 @@
+//! loam-gguf: the GGUF file format (read, dequantize, quantize, write). No libtorch.
