@@ -61,3 +61,18 @@ pub enum TrainOn {
     /// The completion of a prompt/completion (or alpaca) sample.
     Completion,
 }
+
+pub mod tokenize;
+pub use tokenize::Tokenizer;
+
+pub mod config;
+pub mod encode;
+pub mod error;
+pub mod format;
+pub mod source;
+#[cfg(test)]
+mod testutil;
+
+pub use config::{suggest, DataConfig, Format, OnError, Overlong, SourceConfig};
+pub use encode::{EncodeOptions, Encoder};
+pub use error::{DataError, Location};

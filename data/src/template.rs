@@ -1,0 +1,510 @@
+//! Chat templates rendered with minijinja the way transformers' `apply_chat_template` renders
+//! them with jinja2: `trim_blocks` and `lstrip_blocks` on, `loopcontrols`, Python string
+//! methods, `raise_exception`, `strftime_now`, a `tojson` that is `json.dumps(...,
+//! ensure_ascii=False)`, the tokenizer's named special tokens as variables, and the
+//! `{% generation %}` tag that marks assistant text for `return_assistant_tokens_mask`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use anyhow::{bail, Result};
+use minijinja::value::{Kwargs, Value, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, State};
+
+use crate::tokenize::{TemplateSource, Tokenizer};
+use crate::Message;
+
+/// Wraps the output of a `{% generation %}` block; noncharacters never met in real text.
+const GEN_START: char = '\u{FDD0}';
+const GEN_END: char = '\u{FDD1}';
+const TEMPLATE_NAME: &str = "chat_template";
+const RAISED: &str = "raise_exception: ";
+
+/// A compiled chat template plus the variables transformers gives it.
+pub struct ChatTemplate {
+    origin: String,
+    env: Environment<'static>,
+    has_generation_markers: bool,
+    /// `bos_token`, `eos_token`, … as strings.
+    special_tokens: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("origin", &self.origin)
+            .field("has_generation_markers", &self.has_generation_markers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; `special_tokens` are the tokenizer's named special tokens
+    /// (`bos_token`, `eos_token`, …), passed to the template as variables.
+    pub fn new(source: &TemplateSource, special_tokens: &BTreeMap<String, String>) -> Result<Self> {
+        let (text, has_generation_markers) = rewrite_generation_tags(&source.text);
+        let mut env = Environment::new();
+        // jinja2 settings transformers uses (ImmutableSandboxedEnvironment(trim_blocks=True,
+        // lstrip_blocks=True, extensions=[AssistantTracker, loopcontrols])); jinja2's
+        // keep_trailing_newline=False is minijinja's default too.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_formatter(python_formatter);
+        env.add_filter("tojson", tojson);
+        env.add_filter("loam_generation", |s: String| {
+            format!("{GEN_START}{s}{GEN_END}")
+        });
+        env.add_function("raise_exception", |message: String| -> Result<Value, Error> {
+            Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{RAISED}{message}"),
+            ))
+        });
+        env.add_function("strftime_now", |format: String| strftime_now(&format));
+        env.add_template_owned(TEMPLATE_NAME, text).map_err(|e| {
+            anyhow::anyhow!(
+                "chat template {}: does not parse: {}",
+                source.origin,
+                describe(&e)
+            )
+        })?;
+        Ok(ChatTemplate {
+            origin: source.origin.clone(),
+            env,
+            has_generation_markers,
+            special_tokens: special_tokens.clone(),
+        })
+    }
+
+    /// A template string given in a recipe, with the tokenizer's special tokens.
+    pub fn from_string(origin: &str, text: &str, tokenizer: &Tokenizer) -> Result<Self> {
+        let source = TemplateSource {
+            origin: origin.to_string(),
+            text: text.to_string(),
+        };
+        ChatTemplate::new(&source, tokenizer.special_tokens())
+    }
+
+    /// The model's own template, or `None` when it ships none.
+    pub fn from_tokenizer(tokenizer: &Tokenizer) -> Result<Option<Self>> {
+        tokenizer
+            .chat_template()
+            .map(|source| ChatTemplate::new(source, tokenizer.special_tokens()))
+            .transpose()
+    }
+
+    /// Where the template came from (a file, a config key, a recipe).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Whether the template marks assistant text with `{% generation %}`.
+    pub fn has_generation_markers(&self) -> bool {
+        self.has_generation_markers
+    }
+
+    /// `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        Ok(self
+            .render_with_generation_spans(messages, add_generation_prompt)?
+            .0)
+    }
+
+    /// The rendered text and the byte ranges of its `{% generation %}` blocks (none when the
+    /// template has no markers).
+    pub fn render_with_generation_spans(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<Range<usize>>)> {
+        if messages
+            .iter()
+            .any(|m| has_marker(&m.content) || has_marker(&m.role))
+        {
+            bail!(
+                "a message contains the Unicode noncharacter U+FDD0 or U+FDD1, which loam uses \
+                 internally to mark generated text; remove them from the data"
+            );
+        }
+        let mut ctx: BTreeMap<&str, Value> = self
+            .special_tokens
+            .iter()
+            .map(|(k, v)| (k.as_str(), Value::from(v.as_str())))
+            .collect();
+        ctx.insert("messages", Value::from_serialize(messages));
+        ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
+        ctx.insert("tools", Value::from(()));
+        ctx.insert("documents", Value::from(()));
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| anyhow::anyhow!("chat template {}: {}", self.origin, describe(&e)))?;
+        let raw = template.render(ctx).map_err(|e| self.render_error(&e))?;
+        Ok(split_generation_markers(&raw))
+    }
+
+    fn render_error(&self, e: &Error) -> anyhow::Error {
+        if let Some(message) = e.detail().and_then(|d| d.strip_prefix(RAISED)) {
+            anyhow::anyhow!(
+                "chat template {} rejected the conversation: {message}",
+                self.origin
+            )
+        } else {
+            anyhow::anyhow!(
+                "chat template {} failed to render: {}",
+                self.origin,
+                describe(e)
+            )
+        }
+    }
+}
+
+fn has_marker(s: &str) -> bool {
+    s.contains([GEN_START, GEN_END])
+}
+
+/// One line: what failed and where in the template.
+fn describe(e: &Error) -> String {
+    let mut s = match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(line) = e.line() {
+        let _ = write!(s, " (template line {line})");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        let _ = write!(s, ": {inner}");
+        source = inner.source();
+    }
+    s
+}
+
+/// `{% generation %}…{% endgeneration %}` (transformers' AssistantTracker extension) becomes a
+/// `{% filter %}` block, a block tag too, so trim_blocks / lstrip_blocks act on it the same way.
+fn rewrite_generation_tags(text: &str) -> (String, bool) {
+    let mut out = String::with_capacity(text.len());
+    let mut found = false;
+    let mut rest = text;
+    while let Some(open) = rest.find("{%") {
+        out.push_str(&rest[..open]);
+        let tag = &rest[open..];
+        let Some(close) = tag.find("%}") else {
+            break;
+        };
+        let inner = &tag[2..close];
+        let (lead, body) = match inner.strip_prefix(['-', '+']) {
+            Some(b) => (&inner[..1], b),
+            None => ("", inner),
+        };
+        let (body, trail) = match body.strip_suffix(['-', '+']) {
+            Some(b) => (b, &body[b.len()..]),
+            None => (body, ""),
+        };
+        let replacement = match body.trim() {
+            "generation" => Some("filter loam_generation"),
+            "endgeneration" => Some("endfilter"),
+            _ => None,
+        };
+        match replacement {
+            Some(r) => {
+                found = true;
+                let _ = write!(out, "{{%{lead} {r} {trail}%}}");
+            }
+            None => out.push_str(&tag[..close + 2]),
+        }
+        rest = &tag[close + 2..];
+    }
+    out.push_str(rest);
+    (out, found)
+}
+
+/// Removes the generation markers and returns where they were, as byte ranges of the result.
+fn split_generation_markers(raw: &str) -> (String, Vec<Range<usize>>) {
+    if !has_marker(raw) {
+        return (raw.to_string(), Vec::new());
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut spans = Vec::new();
+    let mut starts = Vec::new();
+    for c in raw.chars() {
+        match c {
+            GEN_START => starts.push(out.len()),
+            GEN_END => {
+                if let Some(start) = starts.pop() {
+                    // Nested blocks count once, as the outer one (jinja2 would record both;
+                    // the union is the same).
+                    if starts.is_empty() {
+                        spans.push(start..out.len());
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    (out, spans)
+}
+
+/// Prints values as Python would: `None`, `True`, `False`.
+fn python_formatter(
+    out: &mut minijinja::Output,
+    state: &State,
+    value: &Value,
+) -> Result<(), Error> {
+    match value.kind() {
+        ValueKind::None => out.write_str("None").map_err(Error::from),
+        ValueKind::Bool if value.is_true() => out.write_str("True").map_err(Error::from),
+        ValueKind::Bool => out.write_str("False").map_err(Error::from),
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
+/// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=None, separators=None,
+/// sort_keys=False)` — no HTML escaping, Python's `", "` and `": "` separators.
+fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let indent: Option<Value> = kwargs.get("indent")?;
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let indent = match indent {
+        None => None,
+        Some(v) if v.is_none() => None,
+        Some(v) => match v.as_i64() {
+            Some(n) => Some(" ".repeat(n.max(0) as usize)),
+            None => Some(v.as_str().unwrap_or("").to_string()),
+        },
+    };
+    let (item_sep, key_sep) = match separators.as_deref() {
+        Some([a, b]) => (a.clone(), b.clone()),
+        Some(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: separators must be a pair of strings",
+            ))
+        }
+        None if indent.is_some() => (",".to_string(), ": ".to_string()),
+        None => (", ".to_string(), ": ".to_string()),
+    };
+    let opts = JsonOpts {
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+        indent,
+        item_sep,
+        key_sep,
+        sort_keys: sort_keys.unwrap_or(false),
+    };
+    let mut out = String::new();
+    write_json(&mut out, value, &opts, 0)?;
+    Ok(Value::from_safe_string(out))
+}
+
+struct JsonOpts {
+    ensure_ascii: bool,
+    indent: Option<String>,
+    item_sep: String,
+    key_sep: String,
+    sort_keys: bool,
+}
+
+fn write_json(out: &mut String, value: &Value, opts: &JsonOpts, level: usize) -> Result<(), Error> {
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
+        ValueKind::Number => {
+            let s = value.to_string();
+            out.push_str(match s.as_str() {
+                "inf" => "Infinity",
+                "-inf" => "-Infinity",
+                "nan" | "NaN" => "NaN",
+                s => s,
+            });
+        }
+        ValueKind::String => write_json_str(out, value.as_str().unwrap_or(""), opts.ensure_ascii),
+        ValueKind::Map => {
+            let mut keys: Vec<Value> = value.try_iter()?.collect();
+            if opts.sort_keys {
+                keys.sort();
+            }
+            let items = keys
+                .into_iter()
+                .map(|k| {
+                    let v = value.get_item(&k)?;
+                    Ok((k, v))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            write_container(out, opts, level, ('{', '}'), &items, |out, (k, v)| {
+                match k.as_str() {
+                    Some(s) => write_json_str(out, s, opts.ensure_ascii),
+                    None => write_json_str(out, &k.to_string(), opts.ensure_ascii),
+                }
+                out.push_str(&opts.key_sep);
+                write_json(out, v, opts, level + 1)
+            })?;
+        }
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<Value> = value.try_iter()?.collect();
+            write_container(out, opts, level, ('[', ']'), &items, |out, v| {
+                write_json(out, v, opts, level + 1)
+            })?;
+        }
+        _ => write_json_str(out, &value.to_string(), opts.ensure_ascii),
+    }
+    Ok(())
+}
+
+fn write_container<T>(
+    out: &mut String,
+    opts: &JsonOpts,
+    level: usize,
+    (open, close): (char, char),
+    items: &[T],
+    mut write_item: impl FnMut(&mut String, &T) -> Result<(), Error>,
+) -> Result<(), Error> {
+    out.push(open);
+    if items.is_empty() {
+        out.push(close);
+        return Ok(());
+    }
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(&opts.item_sep);
+        }
+        if let Some(indent) = &opts.indent {
+            out.push('\n');
+            out.push_str(&indent.repeat(level + 1));
+        }
+        write_item(out, item)?;
+    }
+    if let Some(indent) = &opts.indent {
+        out.push('\n');
+        out.push_str(&indent.repeat(level));
+    }
+    out.push(close);
+    Ok(())
+}
+
+/// A JSON string as Python's json module writes it.
+fn write_json_str(out: &mut String, s: &str, ensure_ascii: bool) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if ensure_ascii && !c.is_ascii() => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `datetime.now().strftime(format)` (local time is taken as UTC: no time zone database here).
+fn strftime_now(format: &str) -> Result<String, Error> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Ok(strftime(format, secs))
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// The common `strftime` directives for a UTC Unix time.
+fn strftime(format: &str, unix_secs: i64) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let secs_of_day = unix_secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+    let weekday = (days + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
+    let day_of_year = days - days_from_civil(year, 1, 1) + 1;
+    let month_name = MONTHS[(month - 1) as usize];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let _ = match chars.next() {
+            Some('Y') => write!(out, "{year}"),
+            Some('y') => write!(out, "{:02}", year.rem_euclid(100)),
+            Some('m') => write!(out, "{month:02}"),
+            Some('d') => write!(out, "{day:02}"),
+            Some('e') => write!(out, "{day:>2}"),
+            Some('B') => write!(out, "{month_name}"),
+            Some('b') | Some('h') => write!(out, "{}", &month_name[..3]),
+            Some('A') => write!(out, "{}", WEEKDAYS[weekday]),
+            Some('a') => write!(out, "{}", &WEEKDAYS[weekday][..3]),
+            Some('H') => write!(out, "{hour:02}"),
+            Some('I') => write!(out, "{:02}", (hour + 11) % 12 + 1),
+            Some('p') => write!(out, "{}", if hour < 12 { "AM" } else { "PM" }),
+            Some('M') => write!(out, "{minute:02}"),
+            Some('S') => write!(out, "{second:02}"),
+            Some('j') => write!(out, "{day_of_year:03}"),
+            Some('%') => write!(out, "%"),
+            Some(other) => write!(out, "%{other}"),
+            None => write!(out, "%"),
+        };
+    }
+    out
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}

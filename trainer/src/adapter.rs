@@ -1,0 +1,247 @@
+//! PEFT-format adapters: which linears get LoRA, and the `adapter/` directory on disk
+//! (`adapter_model.safetensors` + `adapter_config.json`), read and written name for name
+//! as PEFT does.
+
+use crate::lora::{self, Lora, LoraInit};
+use crate::model::CausalLm;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// The linears `all-linear` means: every linear of the decoder, never `lm_head`.
+pub const ALL_LINEAR: &str = "all-linear";
+
+/// `adapter_config.json`: the keys PEFT writes and reads for a LoRA adapter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    pub peft_type: String,
+    #[serde(default)]
+    pub task_type: Option<String>,
+    pub r: i64,
+    pub lora_alpha: f64,
+    pub target_modules: Targets,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default)]
+    pub use_dora: bool,
+    #[serde(default)]
+    pub lora_dropout: f64,
+    #[serde(default = "default_bias")]
+    pub bias: String,
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    #[serde(default)]
+    pub inference_mode: bool,
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    /// Per-module overrides PEFT supports (`{"q_proj": 8}`); keys match module-path suffixes.
+    #[serde(default)]
+    pub rank_pattern: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub alpha_pattern: BTreeMap<String, f64>,
+}
+
+fn default_bias() -> String {
+    "none".into()
+}
+
+/// `target_modules`: a list of module-name suffixes, or a single string (`all-linear`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Targets {
+    List(Vec<String>),
+    One(String),
+}
+
+impl Targets {
+    /// Does the module at `path` (e.g. `model.layers.0.self_attn.q_proj`) get an adapter?
+    /// Like PEFT: a target matches the whole path or a `.`-separated suffix of it.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Targets::One(t) if t == ALL_LINEAR => true,
+            Targets::One(t) => suffix_match(path, t),
+            Targets::List(list) => list
+                .iter()
+                .any(|t| t == ALL_LINEAR || suffix_match(path, t)),
+        }
+    }
+}
+
+fn suffix_match(path: &str, target: &str) -> bool {
+    path == target || path.ends_with(&format!(".{target}"))
+}
+
+/// The value of a PEFT pattern map for `path`, if one of its keys matches.
+fn pattern_value<T: Copy>(patterns: &BTreeMap<String, T>, path: &str) -> Option<T> {
+    patterns
+        .iter()
+        .find(|(k, _)| suffix_match(path, k))
+        .map(|(_, v)| *v)
+}
+
+/// The PEFT key of a LoRA tensor of the module at `path`.
+fn key(path: &str, tensor: &str) -> String {
+    format!("base_model.model.{path}.{tensor}")
+}
+
+/// Puts a fresh adapter on every targeted linear; errors when nothing matches.
+pub fn attach_new(model: &mut CausalLm, cfg: &AdapterConfig, init: LoraInit) -> Result<usize> {
+    let mut count = 0;
+    for (path, linear) in model.linears_mut() {
+        if cfg.target_modules.matches(&path) {
+            let r = pattern_value(&cfg.rank_pattern, &path).unwrap_or(cfg.r);
+            let alpha = pattern_value(&cfg.alpha_pattern, &path).unwrap_or(cfg.lora_alpha);
+            let scale = lora::scale(r, alpha, cfg.use_rslora);
+            linear.lora = Some(Lora::init(
+                &linear.weight,
+                r,
+                scale,
+                cfg.lora_dropout,
+                init,
+                cfg.use_dora,
+            ));
+            count += 1;
+        }
+    }
+    if count == 0 {
+        bail!(
+            "lora targets {:?} match no linear layer of this model; use module names such as \
+             q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\"",
+            cfg.target_modules
+        );
+    }
+    Ok(count)
+}
+
+/// Reads `adapter_config.json` and `adapter_model.safetensors` from `dir` and attaches them.
+pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
+    let cfg = read_config(dir)?;
+    let weights_path = dir.join("adapter_model.safetensors");
+    let mut tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&weights_path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", weights_path.display()))?
+        .into_iter()
+        .collect();
+    let device = model.device;
+    let mut attached = 0;
+    for (path, linear) in model.linears_mut() {
+        let a = tensors.remove(&key(&path, "lora_A.weight"));
+        let b = tensors.remove(&key(&path, "lora_B.weight"));
+        let magnitude = tensors.remove(&key(&path, "lora_magnitude_vector"));
+        let (a, b) = match (a, b) {
+            (Some(a), Some(b)) => (a, b),
+            (None, None) => continue,
+            _ => bail!(
+                "{}: `{path}` has only one of lora_A / lora_B",
+                weights_path.display()
+            ),
+        };
+        let (out, inp) = linear.weight.size2()?;
+        let r = a.size()[0];
+        if a.size() != [r, inp] || b.size() != [out, r] {
+            bail!(
+                "{}: `{path}` has lora_A {:?} and lora_B {:?}, but the base layer is [{out}, {inp}] \
+                 (the adapter was made for another base model?)",
+                weights_path.display(),
+                a.size(),
+                b.size()
+            );
+        }
+        if cfg.use_dora != magnitude.is_some() {
+            bail!(
+                "{}: `{path}`: use_dora is {} but lora_magnitude_vector is {}",
+                weights_path.display(),
+                cfg.use_dora,
+                if magnitude.is_some() {
+                    "present"
+                } else {
+                    "missing"
+                }
+            );
+        }
+        let alpha = pattern_value(&cfg.alpha_pattern, &path).unwrap_or(cfg.lora_alpha);
+        let to_master = |t: Tensor| t.to_kind(Kind::Float).to_device(device);
+        linear.lora = Some(
+            Lora {
+                a: to_master(a),
+                b: to_master(b),
+                magnitude: magnitude.map(to_master),
+                scale: lora::scale(r, alpha, cfg.use_rslora),
+                dropout: cfg.lora_dropout,
+            }
+            .with_grad(),
+        );
+        attached += 1;
+    }
+    if let Some(extra) = tensors.keys().next() {
+        bail!(
+            "{}: tensor `{extra}` matches no linear layer of the base model (the adapter was made for another base model, or targets modules loam does not adapt)",
+            weights_path.display()
+        );
+    }
+    if attached == 0 {
+        bail!("{} holds no LoRA tensors", weights_path.display());
+    }
+    Ok(cfg)
+}
+
+pub fn read_config(dir: &Path) -> Result<AdapterConfig> {
+    let path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}: an adapter directory holds adapter_config.json and adapter_model.safetensors", path.display()))?;
+    let cfg: AdapterConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a PEFT adapter config", path.display()))?;
+    if cfg.peft_type != "LORA" {
+        bail!(
+            "{}: peft_type is `{}`; loam reads LORA adapters only",
+            path.display(),
+            cfg.peft_type
+        );
+    }
+    if cfg.fan_in_fan_out {
+        bail!(
+            "{}: fan_in_fan_out = true (Conv1D / GPT-2 style) is not supported",
+            path.display()
+        );
+    }
+    Ok(cfg)
+}
+
+/// The adapter's tensors under PEFT's key names (f32, on the CPU).
+pub fn state_dict(model: &mut CausalLm) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for (path, linear) in model.linears_mut() {
+        if let Some(lora) = &linear.lora {
+            let cpu = |t: &Tensor| {
+                t.detach()
+                    .to_kind(Kind::Float)
+                    .to_device(tch::Device::Cpu)
+                    .contiguous()
+            };
+            out.push((key(&path, "lora_A.weight"), cpu(&lora.a)));
+            out.push((key(&path, "lora_B.weight"), cpu(&lora.b)));
+            if let Some(m) = &lora.magnitude {
+                out.push((key(&path, "lora_magnitude_vector"), cpu(m)));
+            }
+        }
+    }
+    out
+}
+
+/// Writes the PEFT adapter directory `dir` atomically: into `dir.tmp`, then renamed.
+pub fn save(model: &mut CausalLm, cfg: &AdapterConfig, dir: &Path) -> Result<()> {
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let tensors = state_dict(model);
+    Tensor::write_safetensors(&tensors, tmp.join("adapter_model.safetensors"))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    let mut cfg = cfg.clone();
+    cfg.inference_mode = true;
+    std::fs::write(
+        tmp.join("adapter_config.json"),
+        serde_json::to_string_pretty(&cfg)?,
+    )?;
+    crate::fsutil::replace_dir(&tmp, dir)
+}

@@ -1,0 +1,41 @@
+//! The `loam` command line. Each subcommand parses its flags here and calls the library.
+
+mod eval;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "loam",
+    version,
+    about = "LoRA fine-tuning for open language models: train, eval, merge, export"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Loss and perplexity of a model on a Parquet dataset.
+    Eval(eval::EvalArgs),
+}
+
+pub fn run() -> Result<()> {
+    init_logging();
+    match Cli::parse().command {
+        Command::Eval(args) => eval::run(args),
+    }
+}
+
+/// `RUST_LOG` filters; by default loam's own info messages and everyone's warnings, on stderr.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,loam=info,loam_data=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

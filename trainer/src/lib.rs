@@ -1,0 +1,22 @@
+//! loam: LoRA fine-tuning for open language models on libtorch.
+//!
+//! - `model/`: base models in the Hugging Face layout (one decoder for Llama, Mistral, Qwen2/3)
+//! - `weights`: memory-mapped safetensors checkpoints
+//! - `hub`: finding a model directory (local or in the Hugging Face cache)
+//! - `loss`: masked, chunked next-token cross-entropy
+//! - `eval`: held-out loss and perplexity
+//! - `cli`: the `loam` command line, a thin layer over the above
+
+pub mod adapter;
+pub mod cli;
+pub mod eval;
+pub mod fsutil;
+pub mod hub;
+pub mod lora;
+pub mod loss;
+pub mod model;
+pub mod runtime;
+pub mod weights;
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,382 @@
+//! The one decoder behind Llama, Mistral, Qwen2 and Qwen3. Structs are named after the
+//! checkpoint, so `model.layers.3.self_attn.q_proj.weight` is the field path
+//! `causal_lm.model.layers[3].self_attn.q_proj.weight`. Family differences are switches of
+//! [`ModelSpec`] (biases, q/k norm, head_dim, rope scaling, tied embeddings).
+
+use super::config::ModelSpec;
+use super::rope::{self, Rope};
+use crate::lora::Lora;
+use crate::weights::Weights;
+use anyhow::Result;
+use tch::{Device, Kind, Tensor};
+
+/// Where each token sits: positions for rotary, and (for packed rows) which document it
+/// belongs to, so attention stays inside documents.
+pub struct Positions {
+    /// `[B, T]` int64.
+    pub position_ids: Tensor,
+    /// `[B, T]` int64 document index per token, or `None` for one document per row.
+    pub doc_ids: Option<Tensor>,
+}
+
+impl Positions {
+    /// 0..T for every row, plain causal attention.
+    pub fn contiguous(batch: i64, seq_len: i64, device: Device) -> Positions {
+        let position_ids = Tensor::arange(seq_len, (Kind::Int64, device))
+            .unsqueeze(0)
+            .expand([batch, seq_len], true);
+        Positions {
+            position_ids,
+            doc_ids: None,
+        }
+    }
+}
+
+pub struct Linear {
+    /// `[out, in]`, as in the checkpoint; frozen.
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    /// The trainable adapter, when this linear is a LoRA target.
+    pub lora: Option<Lora>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let out = x.linear(&self.weight, self.bias.as_ref());
+        match &self.lora {
+            Some(lora) => {
+                let delta = lora.delta(x, &self.weight, self.bias.as_ref(), &out, train);
+                out + delta
+            }
+            None => out,
+        }
+    }
+}
+
+pub struct RmsNorm {
+    pub weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalizes in f32, scales in the compute dtype (as transformers' LlamaRMSNorm).
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let variance = xf.square().mean_dim(-1, true, Kind::Float);
+        &self.weight * (xf * (variance + self.eps).rsqrt()).to_kind(kind)
+    }
+}
+
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    /// Qwen3: RMSNorm over each head's q and k.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    num_heads: i64,
+    num_kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let heads = |proj: &Linear, n: i64, norm: &Option<RmsNorm>| {
+            let h = proj.forward(x, train).view([b, t, n, self.head_dim]);
+            let h = match norm {
+                Some(norm) => norm.forward(&h),
+                None => h,
+            };
+            h.transpose(1, 2)
+        };
+        let q = rope::apply(&heads(&self.q_proj, self.num_heads, &self.q_norm), cos, sin);
+        let k = rope::apply(
+            &heads(&self.k_proj, self.num_kv_heads, &self.k_norm),
+            cos,
+            sin,
+        );
+        let v = heads(&self.v_proj, self.num_kv_heads, &None);
+        let causal = mask.is_none() && t > 1;
+        let gqa = self.num_heads != self.num_kv_heads;
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa);
+        self.o_proj.forward(
+            &y.transpose(1, 2)
+                .reshape([b, t, self.num_heads * self.head_dim]),
+            train,
+        )
+    }
+}
+
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let gated = self.gate_proj.forward(x, train).silu() * self.up_proj.forward(x, train);
+        self.down_proj.forward(&gated, train)
+    }
+}
+
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl DecoderLayer {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        let h = x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), cos, sin, mask, train);
+        &h + self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h), train)
+    }
+
+    /// The layer's linears with their checkpoint names relative to the layer.
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.o_proj", &mut a.o_proj),
+            ("mlp.gate_proj", &mut m.gate_proj),
+            ("mlp.up_proj", &mut m.up_proj),
+            ("mlp.down_proj", &mut m.down_proj),
+        ]
+    }
+}
+
+pub struct Model {
+    pub embed_tokens: Tensor,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    rope: Rope,
+}
+
+pub struct CausalLm {
+    pub spec: ModelSpec,
+    pub model: Model,
+    /// `[vocab, hidden]`; shares storage with `model.embed_tokens` when embeddings are tied.
+    pub lm_head: Tensor,
+    pub kind: Kind,
+    pub device: Device,
+}
+
+impl CausalLm {
+    /// Builds the model from checkpoint tensors, converted to `kind` on `device`.
+    pub fn load(
+        spec: ModelSpec,
+        weights: &mut Weights,
+        kind: Kind,
+        device: Device,
+    ) -> Result<CausalLm> {
+        let mut ld = Loader {
+            weights,
+            kind,
+            device,
+            eps: spec.rms_norm_eps,
+        };
+        let (hidden, inter) = (spec.hidden_size, spec.intermediate_size);
+        let (q_dim, kv_dim) = (
+            spec.num_heads * spec.head_dim,
+            spec.num_kv_heads * spec.head_dim,
+        );
+        let mut layers = Vec::with_capacity(spec.num_layers);
+        for i in 0..spec.num_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let (q_norm, k_norm) = if spec.qk_norm {
+                (
+                    Some(ld.norm(&format!("{a}.q_norm"), spec.head_dim)?),
+                    Some(ld.norm(&format!("{a}.k_norm"), spec.head_dim)?),
+                )
+            } else {
+                (None, None)
+            };
+            let self_attn = Attention {
+                q_proj: ld.linear(&format!("{a}.q_proj"), q_dim, hidden, spec.qkv_bias)?,
+                k_proj: ld.linear(&format!("{a}.k_proj"), kv_dim, hidden, spec.qkv_bias)?,
+                v_proj: ld.linear(&format!("{a}.v_proj"), kv_dim, hidden, spec.qkv_bias)?,
+                o_proj: ld.linear(&format!("{a}.o_proj"), hidden, q_dim, spec.o_bias)?,
+                q_norm,
+                k_norm,
+                num_heads: spec.num_heads,
+                num_kv_heads: spec.num_kv_heads,
+                head_dim: spec.head_dim,
+            };
+            let mlp = Mlp {
+                gate_proj: ld.linear(
+                    &format!("{p}.mlp.gate_proj"),
+                    inter,
+                    hidden,
+                    spec.mlp_bias,
+                )?,
+                up_proj: ld.linear(&format!("{p}.mlp.up_proj"), inter, hidden, spec.mlp_bias)?,
+                down_proj: ld.linear(
+                    &format!("{p}.mlp.down_proj"),
+                    hidden,
+                    inter,
+                    spec.mlp_bias,
+                )?,
+            };
+            layers.push(DecoderLayer {
+                input_layernorm: ld.norm(&format!("{p}.input_layernorm"), hidden)?,
+                self_attn,
+                post_attention_layernorm: ld
+                    .norm(&format!("{p}.post_attention_layernorm"), hidden)?,
+                mlp,
+            });
+        }
+        let embed_tokens = ld.tensor("model.embed_tokens.weight", &[spec.vocab_size, hidden])?;
+        let norm = ld.norm("model.norm", hidden)?;
+        let lm_head = if spec.tie_word_embeddings {
+            // Some tied checkpoints still store a copy of lm_head.weight; transformers ignores it.
+            ld.weights.skip("lm_head.weight");
+            embed_tokens.shallow_clone()
+        } else {
+            ld.tensor("lm_head.weight", &[spec.vocab_size, hidden])?
+        };
+        ld.weights.ensure_all_used()?;
+        let rope = Rope::new(&spec, device);
+        Ok(CausalLm {
+            spec,
+            model: Model {
+                embed_tokens,
+                layers,
+                norm,
+                rope,
+            },
+            lm_head,
+            kind,
+            device,
+        })
+    }
+
+    /// Every linear of the decoder (not `lm_head`) with its checkpoint module path,
+    /// e.g. `model.layers.0.self_attn.q_proj`.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut all = Vec::new();
+        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+            for (name, linear) in layer.linears_mut() {
+                all.push((format!("model.layers.{i}.{name}"), linear));
+            }
+        }
+        all
+    }
+
+    /// Final hidden states `[B, T, hidden]` (after the last norm) for `input_ids` `[B, T]`.
+    /// `train` turns on adapter dropout.
+    pub fn forward_hidden(&self, input_ids: &Tensor, positions: &Positions, train: bool) -> Tensor {
+        let model = &self.model;
+        let (cos, sin) = model.rope.cos_sin(&positions.position_ids, self.kind);
+        let mask = attention_mask(
+            positions.doc_ids.as_ref(),
+            input_ids.size()[1],
+            self.spec.sliding_window,
+            self.device,
+        );
+        let mut h = Tensor::embedding(&model.embed_tokens, input_ids, -1, false, false);
+        for layer in &model.layers {
+            h = layer.forward(&h, &cos, &sin, mask.as_ref(), train);
+        }
+        model.norm.forward(&h)
+    }
+
+    /// [`Self::forward_hidden`] for inference (no dropout).
+    pub fn hidden_states(&self, input_ids: &Tensor, positions: &Positions) -> Tensor {
+        self.forward_hidden(input_ids, positions, false)
+    }
+
+    /// Logits `[B, T, vocab]` in the compute dtype. Training and eval never build this whole
+    /// tensor (see `loss`); it is for tests and generation.
+    pub fn logits(&self, input_ids: &Tensor, positions: &Positions) -> Tensor {
+        self.hidden_states(input_ids, positions)
+            .linear::<Tensor>(&self.lm_head, None)
+    }
+}
+
+/// `[B or 1, 1, T, T]` boolean (true = attend): causal, inside the token's document of a
+/// packed row, and within Mistral's sliding window. `None` when plain causal attention
+/// suffices (SDPA's `is_causal` is faster).
+fn attention_mask(
+    doc_ids: Option<&Tensor>,
+    t: i64,
+    window: Option<i64>,
+    device: Device,
+) -> Option<Tensor> {
+    let window = window.filter(|&w| w < t);
+    if doc_ids.is_none() && window.is_none() {
+        return None;
+    }
+    let i = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(1);
+    let j = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
+    let mut mask = j.less_equal_tensor(&i);
+    if let Some(w) = window {
+        mask = mask.logical_and(&(&i - &j).less(w));
+    }
+    let mask = mask.unsqueeze(0);
+    Some(match doc_ids {
+        Some(doc) => mask
+            .logical_and(&doc.unsqueeze(2).eq_tensor(&doc.unsqueeze(1)))
+            .unsqueeze(1),
+        None => mask.unsqueeze(1),
+    })
+}
+
+/// Takes tensors out of the checkpoint by name, in the compute dtype and on the device.
+struct Loader<'a> {
+    weights: &'a mut Weights,
+    kind: Kind,
+    device: Device,
+    eps: f64,
+}
+
+impl Loader<'_> {
+    fn tensor(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        self.weights.get(name, shape, self.kind, self.device)
+    }
+
+    fn linear(&mut self, prefix: &str, out: i64, inp: i64, bias: bool) -> Result<Linear> {
+        let weight = self.tensor(&format!("{prefix}.weight"), &[out, inp])?;
+        let bias = if bias {
+            Some(self.tensor(&format!("{prefix}.bias"), &[out])?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            lora: None,
+        })
+    }
+
+    fn norm(&mut self, prefix: &str, dim: i64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: self.tensor(&format!("{prefix}.weight"), &[dim])?,
+            eps: self.eps,
+        })
+    }
+}

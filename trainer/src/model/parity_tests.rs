@@ -1,0 +1,97 @@
+//! Logits of every fixture model against transformers' (scripts/oracle/fixtures_models.py).
+
+use crate::model;
+use crate::model::Positions;
+use crate::testing::{fixture_models, fixtures};
+use std::collections::HashMap;
+use tch::{Device, Kind, Tensor};
+
+/// Bound on max |loam − transformers| for half-precision logits, as a fraction of the largest
+/// |logit|. On CPU loam runs the same libtorch kernels in the same order as transformers and
+/// the logits come out bitwise identical (measured: 0.0 on every fixture); the bound leaves
+/// room for other thread counts and GPU kernels, where reductions may be ordered differently.
+/// f32 is held to 1e-4 absolute.
+const BF16_REL_BOUND: f64 = 0.01;
+const F16_REL_BOUND: f64 = 0.002;
+
+fn expected(name: &str) -> HashMap<String, Tensor> {
+    let path = fixtures()
+        .join("expected")
+        .join(name)
+        .join("logits.safetensors");
+    Tensor::read_safetensors(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+fn loam_logits(dir: &std::path::Path, kind: Kind, input_ids: &Tensor) -> Tensor {
+    let lm =
+        model::load(dir, kind, Device::Cpu).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+    let (b, t) = input_ids.size2().unwrap();
+    let _guard = tch::no_grad_guard();
+    lm.logits(input_ids, &Positions::contiguous(b, t, Device::Cpu))
+        .to_kind(Kind::Float)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn f32_logits_match_transformers_for_every_family() {
+    let models = fixture_models();
+    assert!(
+        models.len() >= 7,
+        "the oracle should build every family: {models:?}"
+    );
+    for (name, dir) in models {
+        let exp = expected(&name);
+        let logits = loam_logits(&dir, Kind::Float, &exp["input_ids"]);
+        let reference = &exp["logits_f32"];
+        assert_eq!(logits.size(), reference.size(), "{name}");
+        let diff = max_abs_diff(&logits, reference);
+        println!("{name}: f32 max-abs diff {diff:.2e}");
+        assert!(
+            diff <= 1e-4,
+            "{name}: f32 logits differ from transformers by {diff:e} (> 1e-4)"
+        );
+    }
+}
+
+fn half_precision_matches(kind: Kind, key: &str, bound: f64) {
+    for (name, dir) in fixture_models() {
+        let exp = expected(&name);
+        let Some(reference) = exp.get(key) else {
+            panic!("{name}: expected file has no {key}")
+        };
+        let logits = loam_logits(&dir, kind, &exp["input_ids"]);
+        let scale = reference.abs().max().double_value(&[]);
+        let diff = max_abs_diff(&logits, reference);
+        let top1_agree = logits
+            .argmax(-1, false)
+            .eq_tensor(&reference.argmax(-1, false))
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        println!("{name}: {key} max-abs diff {diff:.3e} (scale {scale:.2}, rel {:.2e}), top-1 agreement {top1_agree:.3}", diff / scale);
+        assert!(
+            diff <= bound * scale,
+            "{name}: {key} differ by {diff:e}, more than {bound} × {scale:.3}"
+        );
+        assert!(
+            top1_agree >= 0.95,
+            "{name}: {key} top-1 agreement {top1_agree}"
+        );
+    }
+}
+
+#[test]
+fn bf16_logits_match_transformers_within_bound() {
+    half_precision_matches(Kind::BFloat16, "logits_bf16", BF16_REL_BOUND);
+}
+
+#[test]
+fn f16_logits_match_transformers_within_bound() {
+    half_precision_matches(Kind::Half, "logits_f16", F16_REL_BOUND);
+}
