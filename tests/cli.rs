@@ -235,3 +235,286 @@ fn missing_data_file_is_a_clear_error() {
     ]);
     assert_clean_failure(&out, &["/no/such/data.parquet"]);
 }
+
+// ── loam train ─────────────────────────────────────────────────────────────────────────
+
+/// A small but complete run on a tiny fixture model: dropout, shuffle, packing and
+/// gradient accumulation all on, checkpoints every 2 steps.
+fn write_recipe(dir: &Path, extra: &str) -> PathBuf {
+    let f = fixtures();
+    let recipe = format!(
+        r#"
+[model]
+path = "{model}"
+dtype = "f32"
+device = "cpu"
+[lora]
+r = 4
+alpha = 8
+dropout = 0.1
+targets = "all-linear"
+[data]
+seq_len = 32
+packing = true
+shuffle = true
+eval_fraction = 0.2
+train_on = "all"
+[[data.train]]
+path = "{data}"
+format = "text"
+[train]
+steps = 6
+micro_batch = 2
+grad_accum = 2
+lr = 1e-2
+warmup = 1
+checkpoint_every = 2
+eval_every = 3
+{extra}
+"#,
+        model = f.join("models/llama-gqa").display(),
+        data = f.join("data/text.parquet").display(),
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, recipe).unwrap();
+    path
+}
+
+fn train(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    loam(&args)
+}
+
+fn adapter_bytes(run: &Path) -> Vec<u8> {
+    std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap()
+}
+
+fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn resume_is_bit_identical() {
+    let dir = temp_dir("resume");
+    let recipe = write_recipe(&dir, "");
+    let straight = dir.join("straight");
+    let out = train(&recipe, &straight, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let resumed = dir.join("resumed");
+    let out = train(&recipe, &resumed, &["--stop-after", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !resumed.join("adapter").exists(),
+        "a paused run writes no final adapter"
+    );
+    let out = train(&recipe, &resumed, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert_eq!(
+        adapter_bytes(&straight),
+        adapter_bytes(&resumed),
+        "resumed adapter differs from the straight run's"
+    );
+    let (a, b) = (metric_lines(&straight), metric_lines(&resumed));
+    assert_eq!(a.len(), 6);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (&x["step"], &x["loss"], &x["lr"], &x["grad_norm"]),
+            (&y["step"], &y["loss"], &y["lr"], &y["grad_norm"])
+        );
+    }
+    // DESIGN's metrics contract.
+    for key in [
+        "step",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens",
+        "tokens_per_s",
+        "elapsed_s",
+    ] {
+        assert!(a[0].get(key).is_some(), "metrics.jsonl lacks `{key}`");
+    }
+    assert!(straight.join("recipe.toml").exists());
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(straight.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            config["peft_type"].as_str(),
+            config["r"].as_i64(),
+            config["task_type"].as_str()
+        ),
+        (Some("LORA"), Some(4), Some("CAUSAL_LM"))
+    );
+}
+
+#[test]
+fn resume_continues_to_a_larger_step_count() {
+    let dir = temp_dir("more-steps");
+    let recipe = write_recipe(&dir, "");
+    let run = dir.join("run");
+    assert!(train(&recipe, &run, &[]).status.success());
+    let out = train(&recipe, &run, &["--resume", "--set", "train.steps=8"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = metric_lines(&run);
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_second_run_into_the_same_directory_needs_resume() {
+    let dir = temp_dir("exists");
+    let recipe = write_recipe(&dir, "");
+    let run = dir.join("run");
+    assert!(train(&recipe, &run, &["--stop-after", "2"])
+        .status
+        .success());
+    assert_clean_failure(&train(&recipe, &run, &[]), &["--resume"]);
+}
+
+#[test]
+fn a_half_written_checkpoint_is_ignored_on_resume() {
+    let dir = temp_dir("half");
+    let recipe = write_recipe(&dir, "");
+    let run = dir.join("run");
+    assert!(train(&recipe, &run, &["--stop-after", "4"])
+        .status
+        .success());
+    // What a SIGKILL during the write of step 6 leaves: a temporary directory, partly written.
+    let partial = run.join("checkpoints/.step-6.tmp");
+    std::fs::create_dir_all(partial.join("adapter")).unwrap();
+    std::fs::write(partial.join("optimizer.safetensors"), b"trunc").unwrap();
+    let out = train(&recipe, &run, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let straight = dir.join("straight");
+    assert!(train(&recipe, &straight, &[]).status.success());
+    assert_eq!(adapter_bytes(&straight), adapter_bytes(&run));
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes() {
+    let dir = temp_dir("sigkill");
+    let recipe = write_recipe(&dir, "");
+    let run = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loam"))
+        .args([
+            "train",
+            recipe.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--set",
+            "train.steps=400",
+            "--set",
+            "train.checkpoint_every=1",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some checkpoints exist, most likely in the middle of writing another.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !run.join("checkpoints/step-3").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = train(
+        &recipe,
+        &run,
+        &[
+            "--resume",
+            "--set",
+            "train.steps=400",
+            "--set",
+            "train.checkpoint_every=1",
+            "--stop-after",
+            "1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "resume after SIGKILL failed: {}",
+        stderr(&out)
+    );
+}
+
+fn bad_recipe(extra_sets: &[&str], needles: &[&str]) {
+    let dir = temp_dir("bad");
+    let recipe = write_recipe(&dir, "");
+    let mut args = vec![];
+    for s in extra_sets {
+        args.push("--set");
+        args.push(*s);
+    }
+    assert_clean_failure(&train(&recipe, &dir.join("run"), &args), needles);
+}
+
+#[test]
+fn bad_recipes_get_one_clear_message_each() {
+    bad_recipe(&["train.lerning_rate=1"], &["lerning_rate"]);
+    bad_recipe(&["train.setps=3"], &["setps", "steps"]);
+    bad_recipe(&["train.micro_batch=\"four\""], &["micro_batch"]);
+    bad_recipe(
+        &["data.train[0].path=/no/such/file.parquet"],
+        &["/no/such/file.parquet"],
+    );
+    bad_recipe(&["lora.r=0"], &["lora.r"]);
+    bad_recipe(
+        &["lora.targets=[\"qkv_proj\"]"],
+        &["qkv_proj", "match no linear"],
+    );
+}
+
+#[test]
+fn eval_applies_a_trained_adapter() {
+    let dir = temp_dir("eval-adapter");
+    let recipe = write_recipe(&dir, "");
+    let run = dir.join("run");
+    assert!(train(&recipe, &run, &[]).status.success());
+    let model = fixtures().join("models/llama-gqa");
+    let data = fixtures().join("data/text.parquet");
+    let with = |adapter: Option<&Path>| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--seq-len",
+            "32",
+            "--json",
+            "--train-on",
+            "all",
+        ];
+        if let Some(a) = adapter {
+            args.extend_from_slice(&["--adapter", a.to_str().unwrap()]);
+        }
+        let out = loam(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    let (base, adapted) = (with(None), with(Some(&run.join("adapter"))));
+    assert!(
+        (base - adapted).abs() > 1e-4,
+        "the adapter changed nothing: {base} vs {adapted}"
+    );
+}

@@ -297,7 +297,13 @@ impl SourceConfig {
         }
         let used: &[&str] = match self.format {
             Format::Text => &["column"],
-            Format::Chat => &["column", "role_key", "content_key", "roles", "system_prompt"],
+            Format::Chat => &[
+                "column",
+                "role_key",
+                "content_key",
+                "roles",
+                "system_prompt",
+            ],
             Format::Alpaca => &[
                 "instruction_column",
                 "input_column",
@@ -332,6 +338,16 @@ impl SourceConfig {
                     )),
                 ));
             }
+        }
+        if self.format == Format::Alpaca
+            && self.alpaca_style == AlpacaStyle::Alpaca
+            && self.system_prompt.is_some()
+        {
+            return Err(DataError::config(
+                format!("{key}.system_prompt"),
+                "needs alpaca_style = \"chat\" (the standard alpaca prompt has no system message)",
+                Some("set alpaca_style = \"chat\", or remove system_prompt".into()),
+            ));
         }
         for (from, to) in &self.roles {
             if !crate::format::CANONICAL_ROLES.contains(&to.as_str()) {
@@ -369,9 +385,9 @@ impl DataConfig {
     /// then values are checked ([`DataConfig::validate`]).
     pub fn from_toml(value: toml::Value) -> Result<DataConfig> {
         check_data_keys(&value, "data")?;
-        let cfg: DataConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| DataError::config("data", explain_serde_error(&e.to_string()), None))?;
+        let cfg: DataConfig = value.try_into().map_err(|e: toml::de::Error| {
+            DataError::config("data", explain_serde_error(&e.to_string()), None)
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -535,11 +551,7 @@ pub fn explain_serde_error(message: &str) -> String {
         let rest = &message[start + kind.len()..];
         let Some(end) = rest.find('`') else { continue };
         let unknown = &rest[..end];
-        let expected: Vec<&str> = rest[end + 1..]
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .collect();
+        let expected: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
         if let Some(s) = suggest(unknown, &expected) {
             return format!("{}\n  hint: did you mean `{s}`?", message.trim_end());
         }
@@ -629,7 +641,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_the_key_and_suggests() {
-        let err = DataConfig::from_toml_str("seq_lenn = 5\n").unwrap_err().to_string();
+        let err = DataConfig::from_toml_str("seq_lenn = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("data.seq_lenn"), "{err}");
         assert!(err.contains("did you mean `seq_len`"), "{err}");
 
@@ -667,8 +681,18 @@ mod tests {
         for (text, key) in [
             ("seq_len = 1\n", "data.seq_len"),
             ("eval_fraction = 1.5\n", "data.eval_fraction"),
-            ("[[train]]\npath = \"a\"\nformat = \"text\"\nweight = 0.0\n", "data.train[0].weight"),
-            ("[[train]]\npath = \"a\"\nformat = \"chat\"\nroles = { bot = \"robot\" }\n", "data.train[0].roles.bot"),
+            (
+                "[[train]]\npath = \"a\"\nformat = \"text\"\nweight = 0.0\n",
+                "data.train[0].weight",
+            ),
+            (
+                "[[train]]\npath = \"a\"\nformat = \"chat\"\nroles = { bot = \"robot\" }\n",
+                "data.train[0].roles.bot",
+            ),
+            (
+                "[[train]]\npath = \"a\"\nformat = \"alpaca\"\nsystem_prompt = \"s\"\n",
+                "data.train[0].system_prompt",
+            ),
         ] {
             let err = DataConfig::from_toml_str(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

@@ -121,9 +121,24 @@ impl RowFormat {
                     "point the recipe at the right column, or convert it to strings (pyarrow: pc.cast(col, pa.string()))",
                 ));
             };
-            cols.push(Some(BoundColumn { name: name.clone(), index, kind }));
+            cols.push(Some(BoundColumn {
+                name: name.clone(),
+                index,
+                kind,
+            }));
         }
-        Ok(BoundFormat { format: self.clone(), cols })
+        Ok(BoundFormat {
+            format: self.clone(),
+            cols,
+        })
+    }
+}
+
+/// At most 60 characters of a value, for messages.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -138,7 +153,10 @@ pub(crate) fn missing_column(schema: &Schema, name: &str, path: &Path) -> DataEr
 }
 
 fn is_string(dt: &DataType) -> bool {
-    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 /// How a chat column is laid out.
@@ -146,7 +164,10 @@ fn is_string(dt: &DataType) -> bool {
 enum ColumnKind {
     String,
     /// A list of structs; the indices of the role and content fields in the struct.
-    Messages { role: usize, content: usize },
+    Messages {
+        role: usize,
+        content: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -188,7 +209,10 @@ fn chat_column_kind(dt: &DataType, name: &str, f: &RowFormat, path: &Path) -> Re
                 if !is_string(fields[i].data_type()) {
                     return Err(DataError::file(
                         path,
-                        format!("column `{name}`: message field `{w}` has type {}, expected a string", fields[i].data_type()),
+                        format!(
+                            "column `{name}`: message field `{w}` has type {}, expected a string",
+                            fields[i].data_type()
+                        ),
                         "only text messages are supported; convert the field to strings",
                     ));
                 }
@@ -236,7 +260,10 @@ impl BoundFormat {
                 })
             })
             .collect();
-        BatchView { format: &self.format, cols }
+        BatchView {
+            format: &self.format,
+            cols,
+        }
     }
 }
 
@@ -352,16 +379,26 @@ impl BatchView<'_> {
                             format!("{instruction}\n\n{input}")
                         };
                         let messages = vec![
-                            Message { role: "user".into(), content: user },
-                            Message { role: "assistant".into(), content: output.to_string() },
+                            Message {
+                                role: "user".into(),
+                                content: user,
+                            },
+                            Message {
+                                role: "assistant".into(),
+                                content: output.to_string(),
+                            },
                         ];
-                        Sample::Chat { messages: self.with_system(messages) }
+                        Sample::Chat {
+                            messages: self.with_system(messages),
+                        }
                     }
                 })
             }
             Format::Chat => {
                 let messages = self.messages(i, loc)?;
-                Ok(Sample::Chat { messages: self.with_system(messages) })
+                Ok(Sample::Chat {
+                    messages: self.with_system(messages),
+                })
             }
         }
     }
@@ -369,7 +406,13 @@ impl BatchView<'_> {
     fn with_system(&self, mut messages: Vec<Message>) -> Vec<Message> {
         if let Some(system) = &self.format.system_prompt {
             if messages.first().is_none_or(|m| m.role != "system") {
-                messages.insert(0, Message { role: "system".into(), content: system.clone() });
+                messages.insert(
+                    0,
+                    Message {
+                        role: "system".into(),
+                        content: system.clone(),
+                    },
+                );
             }
         }
         messages
@@ -386,7 +429,12 @@ impl BatchView<'_> {
         match col.get(i) {
             Some(s) if !s.is_empty() => Ok(s),
             _ if optional => Ok(col.get(i).unwrap_or("")),
-            Some(_) => Err(DataError::row(loc, Some(name), "is an empty string", SKIP_HINT)),
+            Some(_) => Err(DataError::row(
+                loc,
+                Some(name),
+                "is an empty string",
+                SKIP_HINT,
+            )),
             None => Err(DataError::row(loc, Some(name), "is null", SKIP_HINT)),
         }
     }
@@ -409,19 +457,32 @@ impl BatchView<'_> {
                         if m.structs.is_null(j) {
                             (None, None)
                         } else {
-                            (m.role.get(j).map(str::to_string), m.content.get(j).map(str::to_string))
+                            (
+                                m.role.get(j).map(str::to_string),
+                                m.content.get(j).map(str::to_string),
+                            )
                         }
                     })
                     .collect()
             }
         };
         if raw.is_empty() {
-            return Err(DataError::row(loc, Some(name), "has no messages", SKIP_HINT));
+            return Err(DataError::row(
+                loc,
+                Some(name),
+                "has no messages",
+                SKIP_HINT,
+            ));
         }
         let mut messages = Vec::with_capacity(raw.len());
         for (k, (role, content)) in raw.into_iter().enumerate() {
             let Some(role) = role else {
-                return Err(DataError::row(loc, Some(name), format!("message {k} has no role"), SKIP_HINT));
+                return Err(DataError::row(
+                    loc,
+                    Some(name),
+                    format!("message {k} has no role"),
+                    SKIP_HINT,
+                ));
             };
             let Some(canonical) = self.format.roles.get(&role) else {
                 let known: Vec<&str> = self.format.roles.keys().map(String::as_str).collect();
@@ -430,31 +491,66 @@ impl BatchView<'_> {
                     known.join(", "),
                     SKIP_HINT
                 );
-                return Err(DataError::row(loc, Some(name), format!("message {k} has unknown role `{role}`"), hint));
+                return Err(DataError::row(
+                    loc,
+                    Some(name),
+                    format!("message {k} has unknown role `{role}`"),
+                    hint,
+                ));
             };
             let content = match content {
                 Some(c) if !c.is_empty() => c,
                 Some(_) => {
-                    return Err(DataError::row(loc, Some(name), format!("message {k} ({role}) has empty content"), SKIP_HINT))
+                    return Err(DataError::row(
+                        loc,
+                        Some(name),
+                        format!("message {k} ({role}) has empty content"),
+                        SKIP_HINT,
+                    ))
                 }
                 None => {
-                    return Err(DataError::row(loc, Some(name), format!("message {k} ({role}) has no content"), SKIP_HINT))
+                    return Err(DataError::row(
+                        loc,
+                        Some(name),
+                        format!("message {k} ({role}) has no content"),
+                        SKIP_HINT,
+                    ))
                 }
             };
-            messages.push(Message { role: canonical.clone(), content });
+            messages.push(Message {
+                role: canonical.clone(),
+                content,
+            });
         }
         Ok(messages)
     }
 
     /// A JSON string column: `[{"role": .., "content": ..}, ..]` (or ShareGPT keys).
-    fn parse_json_messages(&self, json: &str, name: &str, loc: &Location) -> Result<Vec<(Option<String>, Option<String>)>> {
+    fn parse_json_messages(
+        &self,
+        json: &str,
+        name: &str,
+        loc: &Location,
+    ) -> Result<Vec<(Option<String>, Option<String>)>> {
         let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-            DataError::row(loc, Some(name), format!("is not valid JSON ({e})"), SKIP_HINT)
+            DataError::row(
+                loc,
+                Some(name),
+                format!("is not valid JSON ({e})"),
+                SKIP_HINT,
+            )
         })?;
         let serde_json::Value::Array(items) = value else {
-            return Err(DataError::row(loc, Some(name), "holds JSON that is not a list of messages", SKIP_HINT));
+            return Err(DataError::row(
+                loc,
+                Some(name),
+                "holds JSON that is not a list of messages",
+                SKIP_HINT,
+            ));
         };
-        let pick = |obj: &serde_json::Map<String, serde_json::Value>, key: &Option<String>, defaults: [&str; 2]| {
+        let pick = |obj: &serde_json::Map<String, serde_json::Value>,
+                    key: &Option<String>,
+                    defaults: [&str; 2]| {
             let keys: Vec<&str> = match key {
                 Some(k) => vec![k.as_str()],
                 None => defaults.to_vec(),
@@ -466,7 +562,12 @@ impl BatchView<'_> {
             .enumerate()
             .map(|(k, item)| {
                 let serde_json::Value::Object(obj) = item else {
-                    return Err(DataError::row(loc, Some(name), format!("message {k} is not a JSON object"), SKIP_HINT));
+                    return Err(DataError::row(
+                        loc,
+                        Some(name),
+                        format!("message {k} is not a JSON object"),
+                        SKIP_HINT,
+                    ));
                 };
                 let as_text = |v: Option<serde_json::Value>, what: &str| match v {
                     None | Some(serde_json::Value::Null) => Ok(None),
@@ -474,13 +575,19 @@ impl BatchView<'_> {
                     Some(other) => Err(DataError::row(
                         loc,
                         Some(name),
-                        format!("message {k}: {what} is {other}, expected a string"),
+                        format!(
+                            "message {k}: {what} is {}, expected a string",
+                            clip(&other.to_string())
+                        ),
                         SKIP_HINT,
                     )),
                 };
                 Ok((
                     as_text(pick(obj, &self.format.role_key, ["role", "from"]), "role")?,
-                    as_text(pick(obj, &self.format.content_key, ["content", "value"]), "content")?,
+                    as_text(
+                        pick(obj, &self.format.content_key, ["content", "value"]),
+                        "content",
+                    )?,
                 ))
             })
             .collect()
@@ -502,7 +609,10 @@ mod tests {
         Sample::Chat {
             messages: msgs
                 .iter()
-                .map(|(r, c)| Message { role: r.to_string(), content: c.to_string() })
+                .map(|(r, c)| Message {
+                    role: r.to_string(),
+                    content: c.to_string(),
+                })
                 .collect(),
         }
     }
@@ -510,11 +620,25 @@ mod tests {
     #[test]
     fn text_rows_become_text_samples() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write_parquet(&dir.path().join("t.parquet"), vec![texts("body", &["hello", "wörld 🌍"])], 10);
+        let p = write_parquet(
+            &dir.path().join("t.parquet"),
+            vec![texts("body", &["hello", "wörld 🌍"])],
+            10,
+        );
         let mut cfg = SourceConfig::new(p.to_str().unwrap(), Format::Text);
         cfg.column = Some("body".into());
         let rows: Vec<Sample> = read_all(&cfg).into_iter().map(Result::unwrap).collect();
-        assert_eq!(rows, vec![Sample::Text { text: "hello".into() }, Sample::Text { text: "wörld 🌍".into() }]);
+        assert_eq!(
+            rows,
+            vec![
+                Sample::Text {
+                    text: "hello".into()
+                },
+                Sample::Text {
+                    text: "wörld 🌍".into()
+                }
+            ]
+        );
     }
 
     #[test]
@@ -549,8 +673,22 @@ mod tests {
         cfg.alpaca_style = AlpacaStyle::Chat;
         cfg.system_prompt = Some("Be brief.".into());
         let rows: Vec<Sample> = read_all(&cfg).into_iter().map(Result::unwrap).collect();
-        assert_eq!(rows[0], chat(&[("system", "Be brief."), ("user", "Add\n\n2 and 3"), ("assistant", "5")]));
-        assert_eq!(rows[1], chat(&[("system", "Be brief."), ("user", "Greet"), ("assistant", "Hi")]));
+        assert_eq!(
+            rows[0],
+            chat(&[
+                ("system", "Be brief."),
+                ("user", "Add\n\n2 and 3"),
+                ("assistant", "5")
+            ])
+        );
+        assert_eq!(
+            rows[1],
+            chat(&[
+                ("system", "Be brief."),
+                ("user", "Greet"),
+                ("assistant", "Hi")
+            ])
+        );
     }
 
     #[test]
@@ -562,18 +700,30 @@ mod tests {
             10,
         );
         let rows = read_all(&SourceConfig::new(p.to_str().unwrap(), Format::Alpaca));
-        assert!(matches!(&rows[0], Ok(Sample::PromptCompletion { completion, .. }) if completion == "Hi"));
+        assert!(
+            matches!(&rows[0], Ok(Sample::PromptCompletion { completion, .. }) if completion == "Hi")
+        );
     }
 
     #[test]
     fn prompt_completion_columns_are_remappable() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write_parquet(&dir.path().join("pc.parquet"), vec![texts("q", &["2+2="]), texts("a", &["4"])], 10);
+        let p = write_parquet(
+            &dir.path().join("pc.parquet"),
+            vec![texts("q", &["2+2="]), texts("a", &["4"])],
+            10,
+        );
         let mut cfg = SourceConfig::new(p.to_str().unwrap(), Format::PromptCompletion);
         cfg.prompt_column = Some("q".into());
         cfg.completion_column = Some("a".into());
         let rows: Vec<Sample> = read_all(&cfg).into_iter().map(Result::unwrap).collect();
-        assert_eq!(rows, vec![Sample::PromptCompletion { prompt: "2+2=".into(), completion: "4".into() }]);
+        assert_eq!(
+            rows,
+            vec![Sample::PromptCompletion {
+                prompt: "2+2=".into(),
+                completion: "4".into()
+            }]
+        );
     }
 
     #[test]
@@ -585,8 +735,15 @@ mod tests {
                 "messages",
                 ("role", "content"),
                 &[
-                    Some(vec![(Some("user"), Some("Hi")), (Some("assistant"), Some("Hello!"))]),
-                    Some(vec![(Some("system"), Some("Own")), (Some("user"), Some("Q")), (Some("assistant"), Some("A"))]),
+                    Some(vec![
+                        (Some("user"), Some("Hi")),
+                        (Some("assistant"), Some("Hello!")),
+                    ]),
+                    Some(vec![
+                        (Some("system"), Some("Own")),
+                        (Some("user"), Some("Q")),
+                        (Some("assistant"), Some("A")),
+                    ]),
                 ],
             )],
             10,
@@ -594,9 +751,15 @@ mod tests {
         let mut cfg = SourceConfig::new(p.to_str().unwrap(), Format::Chat);
         cfg.system_prompt = Some("Sys".into());
         let rows: Vec<Sample> = read_all(&cfg).into_iter().map(Result::unwrap).collect();
-        assert_eq!(rows[0], chat(&[("system", "Sys"), ("user", "Hi"), ("assistant", "Hello!")]));
+        assert_eq!(
+            rows[0],
+            chat(&[("system", "Sys"), ("user", "Hi"), ("assistant", "Hello!")])
+        );
         // A conversation with its own system message keeps it.
-        assert_eq!(rows[1], chat(&[("system", "Own"), ("user", "Q"), ("assistant", "A")]));
+        assert_eq!(
+            rows[1],
+            chat(&[("system", "Own"), ("user", "Q"), ("assistant", "A")])
+        );
     }
 
     #[test]
@@ -607,7 +770,12 @@ mod tests {
             vec![messages(
                 "conversations",
                 ("from", "value"),
-                &[Some(vec![(Some("system"), Some("S")), (Some("human"), Some("Hi")), (Some("gpt"), Some("Yo")), (Some("bot"), Some("Me"))])],
+                &[Some(vec![
+                    (Some("system"), Some("S")),
+                    (Some("human"), Some("Hi")),
+                    (Some("gpt"), Some("Yo")),
+                    (Some("bot"), Some("Me")),
+                ])],
             )],
             10,
         );
@@ -615,7 +783,15 @@ mod tests {
         cfg.column = Some("conversations".into());
         cfg.roles.insert("bot".into(), "assistant".into());
         let rows: Vec<Sample> = read_all(&cfg).into_iter().map(Result::unwrap).collect();
-        assert_eq!(rows[0], chat(&[("system", "S"), ("user", "Hi"), ("assistant", "Yo"), ("assistant", "Me")]));
+        assert_eq!(
+            rows[0],
+            chat(&[
+                ("system", "S"),
+                ("user", "Hi"),
+                ("assistant", "Yo"),
+                ("assistant", "Me")
+            ])
+        );
     }
 
     #[test]
@@ -636,7 +812,13 @@ mod tests {
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(rows, vec![chat(&[("user", "Hi"), ("assistant", "Hey")]), chat(&[("user", "Q"), ("assistant", "A")])]);
+        assert_eq!(
+            rows,
+            vec![
+                chat(&[("user", "Hi"), ("assistant", "Hey")]),
+                chat(&[("user", "Q"), ("assistant", "A")])
+            ]
+        );
     }
 
     // --- bad input: each message names the file, row and column ---
@@ -652,19 +834,45 @@ mod tests {
     #[test]
     fn null_text_names_file_row_and_column() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write_parquet(&dir.path().join("n.parquet"), vec![strings("text", &[Some("a"), Some("b"), None])], 2);
+        let p = write_parquet(
+            &dir.path().join("n.parquet"),
+            vec![strings("text", &[Some("a"), Some("b"), None])],
+            2,
+        );
         let rows = read_all(&SourceConfig::new(p.to_str().unwrap(), Format::Text));
         let err = rows[2].as_ref().unwrap_err();
-        assert_names(err, "n.parquet", "row 2 (row group 1, row 0 of the group)", "column `text`", "is null");
+        assert_names(
+            err,
+            "n.parquet",
+            "row 2 (row group 1, row 0 of the group)",
+            "column `text`",
+            "is null",
+        );
     }
 
     #[test]
     fn empty_string_names_file_row_and_column() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write_parquet(&dir.path().join("e.parquet"), vec![texts("prompt", &["p", "q"]), texts("completion", &["c", ""])], 10);
-        let rows = read_all(&SourceConfig::new(p.to_str().unwrap(), Format::PromptCompletion));
+        let p = write_parquet(
+            &dir.path().join("e.parquet"),
+            vec![
+                texts("prompt", &["p", "q"]),
+                texts("completion", &["c", ""]),
+            ],
+            10,
+        );
+        let rows = read_all(&SourceConfig::new(
+            p.to_str().unwrap(),
+            Format::PromptCompletion,
+        ));
         assert!(rows[0].is_ok());
-        assert_names(rows[1].as_ref().unwrap_err(), "e.parquet", "row 1", "column `completion`", "empty string");
+        assert_names(
+            rows[1].as_ref().unwrap_err(),
+            "e.parquet",
+            "row 1",
+            "column `completion`",
+            "empty string",
+        );
     }
 
     #[test]
@@ -672,13 +880,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write_parquet(
             &dir.path().join("r.parquet"),
-            vec![messages("messages", ("role", "content"), &[Some(vec![(Some("user"), Some("a")), (Some("robot"), Some("b"))])])],
+            vec![messages(
+                "messages",
+                ("role", "content"),
+                &[Some(vec![
+                    (Some("user"), Some("a")),
+                    (Some("robot"), Some("b")),
+                ])],
+            )],
             10,
         );
         let rows = read_all(&SourceConfig::new(p.to_str().unwrap(), Format::Chat));
         let err = rows[0].as_ref().unwrap_err();
-        assert_names(err, "r.parquet", "row 0", "column `messages`", "unknown role `robot`");
-        assert!(err.to_string().contains("roles = { robot = \"assistant\" }"), "{err}");
+        assert_names(
+            err,
+            "r.parquet",
+            "row 0",
+            "column `messages`",
+            "unknown role `robot`",
+        );
+        assert!(
+            err.to_string()
+                .contains("roles = { robot = \"assistant\" }"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -699,10 +924,34 @@ mod tests {
             10,
         );
         let rows = read_all(&SourceConfig::new(p.to_str().unwrap(), Format::Chat));
-        assert_names(rows[0].as_ref().unwrap_err(), "m.parquet", "row 0", "column `messages`", "message 1 (assistant) has no content");
-        assert_names(rows[1].as_ref().unwrap_err(), "m.parquet", "row 1", "column `messages`", "message 0 (user) has empty content");
-        assert_names(rows[2].as_ref().unwrap_err(), "m.parquet", "row 2", "column `messages`", "has no messages");
-        assert_names(rows[3].as_ref().unwrap_err(), "m.parquet", "row 3", "column `messages`", "is null");
+        assert_names(
+            rows[0].as_ref().unwrap_err(),
+            "m.parquet",
+            "row 0",
+            "column `messages`",
+            "message 1 (assistant) has no content",
+        );
+        assert_names(
+            rows[1].as_ref().unwrap_err(),
+            "m.parquet",
+            "row 1",
+            "column `messages`",
+            "message 0 (user) has empty content",
+        );
+        assert_names(
+            rows[2].as_ref().unwrap_err(),
+            "m.parquet",
+            "row 2",
+            "column `messages`",
+            "has no messages",
+        );
+        assert_names(
+            rows[3].as_ref().unwrap_err(),
+            "m.parquet",
+            "row 3",
+            "column `messages`",
+            "is null",
+        );
     }
 
     #[test]
@@ -710,25 +959,67 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write_parquet(
             &dir.path().join("bj.parquet"),
-            vec![texts("messages", &["not json", r#"{"role":"user"}"#, r#"[{"role":"user","content":5}]"#])],
+            vec![texts(
+                "messages",
+                &[
+                    "not json",
+                    r#"{"role":"user"}"#,
+                    r#"[{"role":"user","content":5}]"#,
+                ],
+            )],
             10,
         );
         let rows = read_all(&SourceConfig::new(p.to_str().unwrap(), Format::Chat));
-        assert_names(rows[0].as_ref().unwrap_err(), "bj.parquet", "row 0", "column `messages`", "not valid JSON");
-        assert_names(rows[1].as_ref().unwrap_err(), "bj.parquet", "row 1", "column `messages`", "not a list of messages");
-        assert_names(rows[2].as_ref().unwrap_err(), "bj.parquet", "row 2", "column `messages`", "content is 5");
+        assert_names(
+            rows[0].as_ref().unwrap_err(),
+            "bj.parquet",
+            "row 0",
+            "column `messages`",
+            "not valid JSON",
+        );
+        assert_names(
+            rows[1].as_ref().unwrap_err(),
+            "bj.parquet",
+            "row 1",
+            "column `messages`",
+            "not a list of messages",
+        );
+        assert_names(
+            rows[2].as_ref().unwrap_err(),
+            "bj.parquet",
+            "row 2",
+            "column `messages`",
+            "content is 5",
+        );
     }
 
     #[test]
     fn wrong_column_type_names_file_column_and_type() {
         let dir = tempfile::tempdir().unwrap();
         let ints: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![1, 2]));
-        let p = write_parquet(&dir.path().join("w.parquet"), vec![(arrow::datatypes::Field::new("text", DataType::Int64, false), ints)], 10);
-        let err = Source::open(0, &SourceConfig::new(p.to_str().unwrap(), Format::Text)).unwrap_err().to_string();
-        for part in ["w.parquet", "column `text`", "Int64", "needs a string column", "hint:"] {
+        let p = write_parquet(
+            &dir.path().join("w.parquet"),
+            vec![(
+                arrow::datatypes::Field::new("text", DataType::Int64, false),
+                ints,
+            )],
+            10,
+        );
+        let err = Source::open(0, &SourceConfig::new(p.to_str().unwrap(), Format::Text))
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "w.parquet",
+            "column `text`",
+            "Int64",
+            "needs a string column",
+            "hint:",
+        ] {
             assert!(err.contains(part), "`{part}` missing from: {err}");
         }
-        let err = Source::open(0, &SourceConfig::new(p.to_str().unwrap(), Format::Chat)).unwrap_err().to_string();
+        let mut cfg = SourceConfig::new(p.to_str().unwrap(), Format::Chat);
+        cfg.column = Some("text".into());
+        let err = Source::open(0, &cfg).unwrap_err().to_string();
         assert!(err.contains("needs list<struct<role, content>>"), "{err}");
     }
 
@@ -737,11 +1028,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write_parquet(
             &dir.path().join("f.parquet"),
-            vec![messages("messages", ("speaker", "text"), &[Some(vec![(Some("user"), Some("a"))])])],
+            vec![messages(
+                "messages",
+                ("speaker", "text"),
+                &[Some(vec![(Some("user"), Some("a"))])],
+            )],
             10,
         );
-        let err = Source::open(0, &SourceConfig::new(p.to_str().unwrap(), Format::Chat)).unwrap_err().to_string();
-        for part in ["f.parquet", "column `messages`", "{speaker, text}", "role_key"] {
+        let err = Source::open(0, &SourceConfig::new(p.to_str().unwrap(), Format::Chat))
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "f.parquet",
+            "column `messages`",
+            "{speaker, text}",
+            "role_key",
+        ] {
             assert!(err.contains(part), "`{part}` missing from: {err}");
         }
         let mut cfg = SourceConfig::new(p.to_str().unwrap(), Format::Chat);

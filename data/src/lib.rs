@@ -3,6 +3,23 @@
 //! The flow, one module per stage:
 //! `source` (Parquet row groups) → `format` (rows → [`Sample`]) → `template` (chat template)
 //! → `tokenize` ([`Sample`] → [`Example`]) → `stream` (mix, shuffle, epochs) → `pack` ([`Batch`]).
+//!
+//! What the trainer and the CLI call:
+//! - [`DataConfig`] / [`SourceConfig`]: the recipe's `[data]` table. [`DataConfig::from_toml`]
+//!   checks keys ([`config::check_data_keys`]) and values; [`suggest`],
+//!   [`config::check_keys`] and [`config::explain_serde_error`] give "did you mean" hints for
+//!   the rest of the recipe.
+//! - [`source::eval_samples`]`(&SourceConfig, OnError)`: every row of a source in file order
+//!   as `(Location, Sample)`, for `loam eval` and `loam data preview`;
+//!   [`source::Source::open`] + `rows()` for the raw rows (bad rows included as `Err`).
+//! - [`stream::BatchStream::new`]`(&DataConfig, Split, seed, rank, world, encoder)`, then
+//!   `next_batch(micro_batch)`, `cursor()` / `restore(Cursor)`, `stats()`; and
+//!   `BatchStream::{has_eval, eval_examples, count_batches}`. The encoder is any
+//!   `Fn(&Sample, &EncodeOptions) -> anyhow::Result<Example>` ([`stream::Encode`]).
+//! - [`stats::DataStats`]: what `loam data stats` prints.
+//!
+//! Every error is a [`DataError`] whose message names the file, row group / row and column
+//! (or the recipe key) and what to do.
 
 /// A conversation turn, OpenAI style.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,17 +79,23 @@ pub enum TrainOn {
     Completion,
 }
 
+pub mod template;
 pub mod tokenize;
+pub use template::ChatTemplate;
 pub use tokenize::Tokenizer;
 
 pub mod config;
 pub mod encode;
 pub mod error;
 pub mod format;
+pub mod pack;
 pub mod source;
+pub mod stats;
+pub mod stream;
 #[cfg(test)]
 mod testutil;
 
 pub use config::{suggest, DataConfig, Format, OnError, Overlong, SourceConfig};
-pub use encode::{EncodeOptions, Encoder};
 pub use error::{DataError, Location};
+pub use stats::DataStats;
+pub use stream::{BatchStream, Cursor, EncodeOptions, Split};

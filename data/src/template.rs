@@ -22,6 +22,7 @@ const TEMPLATE_NAME: &str = "chat_template";
 const RAISED: &str = "raise_exception: ";
 
 /// A compiled chat template plus the variables transformers gives it.
+#[derive(Clone)]
 pub struct ChatTemplate {
     origin: String,
     env: Environment<'static>,
@@ -56,12 +57,15 @@ impl ChatTemplate {
         env.add_filter("loam_generation", |s: String| {
             format!("{GEN_START}{s}{GEN_END}")
         });
-        env.add_function("raise_exception", |message: String| -> Result<Value, Error> {
-            Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("{RAISED}{message}"),
-            ))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<Value, Error> {
+                Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{RAISED}{message}"),
+                ))
+            },
+        );
         env.add_function("strftime_now", |format: String| strftime_now(&format));
         env.add_template_owned(TEMPLATE_NAME, text).map_err(|e| {
             anyhow::anyhow!(
@@ -141,8 +145,20 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| anyhow::anyhow!("chat template {}: {}", self.origin, describe(&e)))?;
-        let raw = template.render(ctx).map_err(|e| self.render_error(&e))?;
-        Ok(split_generation_markers(&raw))
+        // minijinja 2.24 panics on some inputs (`[][::-1]`, `''[::-1]` index out of bounds); a
+        // row must give an error, never bring the run down.
+        let rendered =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| template.render(ctx)));
+        match rendered {
+            Ok(Ok(raw)) => Ok(split_generation_markers(&raw)),
+            Ok(Err(e)) => Err(self.render_error(&e)),
+            Err(_) => bail!(
+                "chat template {} failed to render: the template engine crashed on this \
+                 conversation (minijinja panics when reversing an empty list or string with \
+                 [::-1]); check for empty messages or contents",
+                self.origin
+            ),
+        }
     }
 
     fn render_error(&self, e: &Error) -> anyhow::Error {
@@ -247,18 +263,82 @@ fn split_generation_markers(raw: &str) -> (String, Vec<Range<usize>>) {
     (out, spans)
 }
 
-/// Prints values as Python would: `None`, `True`, `False`.
+/// Prints values as Python's `str()` would: `None`, `True`, `False`, lists and dicts as their
+/// `repr` (`['a', 'b']`, `{'k': 1}`).
 fn python_formatter(
     out: &mut minijinja::Output,
     state: &State,
     value: &Value,
 ) -> Result<(), Error> {
     match value.kind() {
-        ValueKind::None => out.write_str("None").map_err(Error::from),
-        ValueKind::Bool if value.is_true() => out.write_str("True").map_err(Error::from),
-        ValueKind::Bool => out.write_str("False").map_err(Error::from),
+        ValueKind::None | ValueKind::Bool | ValueKind::Seq | ValueKind::Map => {
+            let mut s = String::new();
+            python_repr(&mut s, value)?;
+            out.write_str(&s).map_err(Error::from)
+        }
         _ => minijinja::escape_formatter(out, state, value),
     }
+}
+
+/// Python's `repr` of a template value.
+fn python_repr(out: &mut String, value: &Value) -> Result<(), Error> {
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("None"),
+        ValueKind::Bool => out.push_str(if value.is_true() { "True" } else { "False" }),
+        ValueKind::String => python_str_repr(out, value.as_str().unwrap_or("")),
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            for (i, item) in value.try_iter()?.enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(out, &item)?;
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            for (i, key) in value.try_iter()?.enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(out, &key)?;
+                out.push_str(": ");
+                python_repr(out, &value.get_item(&key)?)?;
+            }
+            out.push('}');
+        }
+        _ => {
+            let _ = write!(out, "{value}");
+        }
+    }
+    Ok(())
+}
+
+fn python_str_repr(out: &mut String, s: &str) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
 }
 
 /// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=None, separators=None,
@@ -507,4 +587,189 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenize::fixtures::{json, tokenizer};
+
+    fn messages(v: &serde_json::Value) -> Vec<Message> {
+        serde_json::from_value(v.clone()).unwrap()
+    }
+
+    fn inline(text: &str) -> ChatTemplate {
+        let tokens = [("bos_token", "<s>"), ("eos_token", "</s>")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let source = TemplateSource {
+            origin: "test template".into(),
+            text: text.into(),
+        };
+        ChatTemplate::new(&source, &tokens).unwrap()
+    }
+
+    fn msg(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn renders_match_transformers_apply_chat_template() {
+        let expected = json("expected_chat.json");
+        let mut checked = 0;
+        let mut templates = std::collections::HashMap::new();
+        for case in expected["cases"].as_array().unwrap() {
+            let name = case["template"].as_str().unwrap();
+            let ctx = format!("{name} / {}", case["conversation"]);
+            let template = templates.entry(name).or_insert_with(|| {
+                ChatTemplate::from_tokenizer(&tokenizer(name))
+                    .unwrap()
+                    .unwrap()
+            });
+            let msgs = messages(&case["messages"]);
+            if let Some(error) = case["error"].as_str() {
+                let err = template.render(&msgs, false).unwrap_err().to_string();
+                assert!(err.contains(error), "{ctx}: {err}");
+                assert!(err.contains(template.origin()), "{ctx}: {err}");
+                continue;
+            }
+            assert_eq!(
+                template.render(&msgs, false).unwrap(),
+                case["rendered"],
+                "{ctx}"
+            );
+            assert_eq!(
+                template.render(&msgs, true).unwrap(),
+                case["rendered_generation_prompt"],
+                "{ctx}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 60, "only {checked} renders checked");
+    }
+
+    #[test]
+    fn trim_blocks_and_lstrip_blocks_are_on() {
+        let t = inline("{% for m in messages %}\n    {% if m.role == 'user' %}\nU: {{ m.content }}\n    {% endif %}\n{% endfor %}\nend");
+        let out = t
+            .render(&[msg("user", "a"), msg("assistant", "b")], false)
+            .unwrap();
+        assert_eq!(out, "U: a\nend");
+    }
+
+    #[test]
+    fn trailing_newline_of_the_template_is_dropped() {
+        assert_eq!(inline("x\n").render(&[], false).unwrap(), "x");
+    }
+
+    #[test]
+    fn raise_exception_names_the_template_and_the_message() {
+        let t = inline("{{ raise_exception('roles must alternate') }}");
+        let err = t
+            .render(&[msg("user", "a")], false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "chat template test template rejected the conversation: roles must alternate"
+        );
+    }
+
+    #[test]
+    fn render_errors_name_the_template_and_line() {
+        let t = inline("ok\n{{ messages[0].content.nosuchmethod() }}");
+        let err = t
+            .render(&[msg("user", "a")], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test template") && err.contains("line 2"),
+            "{err}"
+        );
+        let source = TemplateSource {
+            origin: "recipe data.chat_template".into(),
+            text: "{% if %}".into(),
+        };
+        let err = ChatTemplate::new(&source, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("recipe data.chat_template") && err.contains("does not parse"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tojson_is_python_json_dumps() {
+        let t = inline("{{ {'a': 'é<&>', 'b': [1, 2.5, none, true], 'c': {}} | tojson }}|{{ 'x' | tojson(ensure_ascii=true) }}|{{ 'ü🙂' | tojson(ensure_ascii=true) }}|{{ [1] | tojson(indent=2) }}|{{ {'b': 1, 'a': 2} | tojson(sort_keys=true, separators=[',', ':']) }}");
+        assert_eq!(
+            t.render(&[], false).unwrap(),
+            r#"{"a": "é<&>", "b": [1, 2.5, null, true], "c": {}}|"x"|"\u00fc\ud83d\ude42"|[
+  1
+]|{"a":2,"b":1}"#
+        );
+    }
+
+    #[test]
+    fn values_print_as_python_prints_them() {
+        let t = inline("{{ none }} {{ true }} {{ [1, 'a', \"it's\"] }} {{ {'k': false} }} {{ 'A b'.lower().split() }}");
+        assert_eq!(
+            t.render(&[], false).unwrap(),
+            r#"None True [1, 'a', "it's"] {'k': False} ['a', 'b']"#
+        );
+    }
+
+    #[test]
+    fn generation_blocks_give_spans_and_render_like_plain_text() {
+        let t = inline("{% for m in messages %}<{{ m.role }}>\n{% if m.role == 'assistant' %}\n  {%- generation -%}\n{{ m.content }}{{ eos_token }}\n{%- endgeneration %}\n{% else %}\n{{ m.content }}\n{% endif %}\n{% endfor %}");
+        assert!(t.has_generation_markers());
+        let msgs = [
+            msg("user", "hi"),
+            msg("assistant", "yo"),
+            msg("user", "q"),
+            msg("assistant", "a"),
+        ];
+        let (text, spans) = t.render_with_generation_spans(&msgs, false).unwrap();
+        assert_eq!(
+            text,
+            "<user>\nhi\n<assistant>\nyo</s><user>\nq\n<assistant>\na</s>"
+        );
+        let got: Vec<&str> = spans.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(got, ["yo</s>", "a</s>"]);
+        assert_eq!(t.render(&msgs, false).unwrap(), text);
+        let err = t.render(&[msg("user", "\u{FDD0}")], false).unwrap_err();
+        assert!(err.to_string().contains("U+FDD0"));
+    }
+
+    #[test]
+    fn engine_panics_become_errors() {
+        // minijinja 2.24 indexes out of bounds reversing an empty sequence.
+        let t = inline("{% for m in messages[::-1] %}{{ m.role }}{% endfor %}");
+        let err = t.render(&[], false).unwrap_err().to_string();
+        assert!(
+            err.contains("test template") && err.contains("crashed"),
+            "{err}"
+        );
+        assert_eq!(t.render(&[msg("user", "a")], false).unwrap(), "user");
+    }
+
+    #[test]
+    fn strftime_formats_dates() {
+        // 2024-02-29 13:05:09 UTC, a Thursday.
+        let t = 1_709_211_909;
+        assert_eq!(strftime("%d %b %Y", t), "29 Feb 2024");
+        assert_eq!(
+            strftime("%A %B %e %H:%M:%S %p %I %y %j %%", t),
+            "Thursday February 29 13:05:09 PM 01 24 060 %"
+        );
+        assert_eq!(strftime("%Y-%m-%d", 0), "1970-01-01");
+        let now = inline("{{ strftime_now('%Y') }}")
+            .render(&[], false)
+            .unwrap();
+        assert!(now.parse::<i32>().unwrap() >= 2024);
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, ListArray, StringArray, StructArray};
+use arrow::array::{Array, ArrayRef, ListArray, StringArray, StructArray};
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields};
 use arrow::record_batch::RecordBatch;
@@ -51,7 +51,10 @@ pub fn messages(name: &str, keys: (&str, &str), rows: &[Option<Vec<Msg>>]) -> (F
         Arc::new(structs),
         Some(nulls),
     );
-    (Field::new(name, list.data_type().clone(), true), Arc::new(list))
+    (
+        Field::new(name, list.data_type().clone(), true),
+        Arc::new(list),
+    )
 }
 
 /// Write columns to a Parquet file with row groups of at most `group_rows` rows.
@@ -77,7 +80,10 @@ pub fn numbered_text(path: &Path, prefix: &str, n: usize, group_rows: usize) -> 
 }
 
 /// A toy encoder: the UTF-8 bytes of the text as ids, all trained; prompts untrained.
-pub fn byte_encoder(sample: &Sample, opts: &crate::EncodeOptions) -> anyhow::Result<Example> {
+pub fn byte_encoder(
+    sample: &Sample,
+    opts: &crate::stream::EncodeOptions,
+) -> anyhow::Result<Example> {
     let (prompt, trained) = match sample {
         Sample::Text { text } => (String::new(), text.clone()),
         Sample::PromptCompletion { prompt, completion } => (prompt.clone(), completion.clone()),

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value as Json;
-use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::AddedToken;
 
 /// A model's chat template as found in its files, before compilation.
@@ -22,7 +21,15 @@ pub struct TemplateSource {
     pub text: String,
 }
 
+/// Token ids with the byte range of `text` each covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+}
+
 /// The tokenizer of a model directory, with the special tokens transformers would use.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     dir: Option<PathBuf>,
@@ -109,10 +116,11 @@ impl Tokenizer {
         // transformers reads special_tokens_map.json first, tokenizer_config.json wins.
         let mut special_tokens = BTreeMap::new();
         for name in SPECIAL_TOKEN_NAMES {
-            let value = config
-                .get(name)
-                .and_then(token_content)
-                .or_else(|| special_tokens_map.and_then(|m| m.get(name)).and_then(token_content));
+            let value = config.get(name).and_then(token_content).or_else(|| {
+                special_tokens_map
+                    .and_then(|m| m.get(name))
+                    .and_then(token_content)
+            });
             if let Some(value) = value {
                 special_tokens.insert(name.to_string(), value);
             }
@@ -137,21 +145,8 @@ impl Tokenizer {
             inner.add_special_tokens(&missing);
         }
 
-        // An explicit add_bos_token / add_eos_token (or a tokenizer.json without a
-        // post-processor) makes transformers rebuild the post-processor from those flags.
-        let add_bos = config.get("add_bos_token").and_then(Json::as_bool);
-        let add_eos = config.get("add_eos_token").and_then(Json::as_bool);
-        if add_bos.is_some() || add_eos.is_some() || inner.get_post_processor().is_none() {
-            let bos = special_tokens.get("bos_token");
-            let eos = special_tokens.get("eos_token");
-            let bos = bos
-                .filter(|_| add_bos == Some(true))
-                .map(|t| (t.clone(), id_of(&inner, t)));
-            let eos = eos
-                .filter(|_| add_eos == Some(true))
-                .map(|t| (t.clone(), id_of(&inner, t)));
-            inner.with_post_processor(Some(bos_eos_processor(bos, eos)?));
-        }
+        // `add_bos_token` / `add_eos_token` in tokenizer_config.json are ignored: transformers 5
+        // drops them whenever a tokenizer.json exists, whose post-processor alone decides.
 
         let generation_eos_ids = match generation_config.and_then(|g| g.get("eos_token_id")) {
             None | Some(Json::Null) => Vec::new(),
@@ -214,21 +209,20 @@ impl Tokenizer {
 
     /// `tokenizer(text, add_special_tokens=...)["input_ids"]`.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        Ok(self.encode_with_offsets(text, add_special_tokens)?.0)
+        Ok(self.encode_with_offsets(text, add_special_tokens)?.ids)
     }
 
     /// Ids and each token's byte range in `text`. Tokens the post-processor added
     /// (BOS, EOS) have an empty range at 0.
-    pub fn encode_with_offsets(
-        &self,
-        text: &str,
-        add_special_tokens: bool,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<Encoded> {
         let enc = self
             .inner
             .encode(text, add_special_tokens)
             .map_err(|e| anyhow!("the tokenizer cannot encode this text: {e}"))?;
-        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+        Ok(Encoded {
+            ids: enc.get_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+        })
     }
 
     /// Text of `ids`; special tokens dropped when `skip_special_tokens`.
@@ -313,33 +307,6 @@ fn token_content(v: &Json) -> Option<String> {
     }
 }
 
-fn id_of(inner: &tokenizers::Tokenizer, token: &str) -> u32 {
-    // Every named special token was added above, so the lookup succeeds.
-    inner.token_to_id(token).unwrap_or(0)
-}
-
-/// transformers' `update_post_processor`: `[BOS] $A [EOS]`.
-fn bos_eos_processor(
-    bos: Option<(String, u32)>,
-    eos: Option<(String, u32)>,
-) -> Result<TemplateProcessing> {
-    let b = bos.as_ref().map(|(t, _)| format!("{t}:0 ")).unwrap_or_default();
-    let e = eos.as_ref().map(|(t, _)| format!(" {t}:0")).unwrap_or_default();
-    let b1 = bos.as_ref().map(|(t, _)| format!(" {t}:1")).unwrap_or_default();
-    let e1 = eos.as_ref().map(|(t, _)| format!(" {t}:1")).unwrap_or_default();
-    let single = format!("{b}$A:0{e}");
-    let pair = format!("{single}{b1} $B:1{e1}");
-    let specials: Vec<(String, u32)> = bos.into_iter().chain(eos).collect();
-    TemplateProcessing::builder()
-        .try_single(single.as_str())
-        .map_err(|e| anyhow!("cannot build the BOS/EOS post-processor: {e}"))?
-        .try_pair(pair.as_str())
-        .map_err(|e| anyhow!("cannot build the BOS/EOS post-processor: {e}"))?
-        .special_tokens(specials)
-        .build()
-        .map_err(|e| anyhow!("cannot build the BOS/EOS post-processor: {e}"))
-}
-
 fn read_json_if_present(path: &Path) -> Result<Option<Json>> {
     match fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
@@ -370,7 +337,10 @@ fn find_chat_template(dir: &Path, config: &Json) -> Result<Option<TemplateSource
             }));
         }
     }
-    let origin = format!("{} chat_template", dir.join("tokenizer_config.json").display());
+    let origin = format!(
+        "{} chat_template",
+        dir.join("tokenizer_config.json").display()
+    );
     match config.get("chat_template") {
         None | Some(Json::Null) => Ok(None),
         Some(Json::String(text)) => Ok(Some(TemplateSource {
@@ -416,5 +386,254 @@ fn short_json(v: &Json) -> String {
         format!("{}…", s.chars().take(80).collect::<String>())
     } else {
         s
+    }
+}
+
+/// The oracle's fixtures (scripts/oracle/fixtures_data.py), shared by this crate's tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::path::PathBuf;
+
+    use super::Tokenizer;
+
+    /// `$LOAM_FIXTURES/templates` (default `~/.cache/loam/fixtures/templates`); fails when
+    /// absent: a missing oracle must never look like a pass.
+    pub fn templates_dir() -> PathBuf {
+        let root = match std::env::var_os("LOAM_FIXTURES") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let home = std::env::var_os("HOME").expect("HOME is not set");
+                PathBuf::from(home).join(".cache/loam/fixtures")
+            }
+        };
+        let dir = root.join("templates");
+        assert!(
+            dir.join("expected_chat.json").is_file() && dir.join("expected_text.json").is_file(),
+            "fixtures missing: run scripts/oracle/build.sh (looked in {})",
+            dir.display()
+        );
+        dir
+    }
+
+    pub fn json(name: &str) -> serde_json::Value {
+        let path = templates_dir().join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn tokenizer(name: &str) -> Tokenizer {
+        Tokenizer::from_model_dir(&templates_dir().join(name)).unwrap()
+    }
+
+    pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{json, tokenizer, u32s};
+    use super::*;
+    use serde_json::json;
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+
+    /// A word-level tokenizer built in code: `<s>`=0, `</s>`=1, `<unk>`=2, then words.
+    fn tiny() -> tokenizers::Tokenizer {
+        let vocab = [
+            ("<s>", 0),
+            ("</s>", 1),
+            ("<unk>", 2),
+            ("hello", 3),
+            ("world", 4),
+        ]
+        .into_iter()
+        .map(|(w, i)| (w.to_string(), i))
+        .collect();
+        let model = WordLevel::builder()
+            .vocab(vocab)
+            .unk_token("<unk>".into())
+            .build()
+            .unwrap();
+        let mut tok = tokenizers::Tokenizer::new(model);
+        tok.with_pre_tokenizer(Some(WhitespaceSplit));
+        tok.add_special_tokens(&[
+            AddedToken::from("<s>", true),
+            AddedToken::from("</s>", true),
+        ]);
+        tok
+    }
+
+    #[test]
+    fn encode_text_matches_transformers_on_non_ascii_text() {
+        let expected = json("expected_text.json");
+        let dirs = expected["texts"].as_object().unwrap();
+        assert!(dirs.len() >= 4);
+        for (name, rows) in dirs {
+            let tok = tokenizer(name);
+            for row in rows.as_array().unwrap() {
+                let text = row["text"].as_str().unwrap();
+                let ctx = format!("{name}: {text:?}");
+                assert_eq!(
+                    tok.encode(text, true).unwrap(),
+                    u32s(&row["input_ids"]),
+                    "{ctx}"
+                );
+                assert_eq!(
+                    tok.encode(text, false).unwrap(),
+                    u32s(&row["input_ids_no_special"]),
+                    "{ctx}"
+                );
+                assert_eq!(tok.encode_text(text, true), u32s(&row["text_row"]), "{ctx}");
+                assert_eq!(
+                    tok.encode_text(text, false),
+                    u32s(&row["input_ids"]),
+                    "{ctx}"
+                );
+                let ids = u32s(&row["input_ids"]);
+                assert_eq!(tok.decode(&ids, false).unwrap(), row["decoded"], "{ctx}");
+            }
+        }
+    }
+
+    #[test]
+    fn special_token_ids_match_transformers() {
+        let expected = json("expected_text.json");
+        for (name, info) in expected["tokenizers"].as_object().unwrap() {
+            let tok = tokenizer(name);
+            let id = |v: &serde_json::Value| v.as_u64().map(|n| n as u32);
+            assert_eq!(tok.bos_token_id(), id(&info["bos_token_id"]), "{name}");
+            assert_eq!(tok.eos_token_id(), id(&info["eos_token_id"]), "{name}");
+            assert_eq!(tok.pad_token_id(), id(&info["pad_token_id"]), "{name}");
+            assert_eq!(
+                tok.vocab_size() as u64,
+                info["vocab_size"].as_u64().unwrap()
+            );
+            let map: BTreeMap<String, String> =
+                serde_json::from_value(info["special_tokens_map"].clone()).unwrap();
+            assert_eq!(tok.special_tokens(), &map, "{name}");
+        }
+    }
+
+    #[test]
+    fn mistral_style_post_processor_adds_bos_once() {
+        let tok = tokenizer("mistral");
+        let bos = tok.bos_token_id().unwrap();
+        let ids = tok.encode("hi", true).unwrap();
+        assert_eq!(ids[0], bos);
+        assert_ne!(ids[1], bos);
+        assert_eq!(
+            tok.encode_text("hi", true).last(),
+            tok.eos_token_id().as_ref()
+        );
+    }
+
+    #[test]
+    fn generation_eos_ids_read_int_or_list() {
+        let tok = tokenizer("llama3");
+        let eot = tok.token_to_id("<|eot_id|>").unwrap();
+        let eot_text = tok.token_to_id("<|end_of_text|>").unwrap();
+        assert_eq!(tok.generation_eos_ids(), vec![eot_text, eot]);
+        let tok = tokenizer("mistral");
+        assert_eq!(tok.generation_eos_ids(), vec![tok.eos_token_id().unwrap()]);
+        let config = json!({"eos_token": "</s>"});
+        let tok = Tokenizer::from_parts(tiny(), &config, None, None, None).unwrap();
+        assert_eq!(
+            tok.generation_eos_ids(),
+            vec![1],
+            "falls back to the tokenizer's EOS"
+        );
+        let bad = json!({"eos_token_id": "two"});
+        let err = Tokenizer::from_parts(tiny(), &config, None, Some(&bad), None).unwrap_err();
+        assert!(err.to_string().contains("eos_token_id"), "{err}");
+    }
+
+    #[test]
+    fn special_tokens_may_be_objects_and_bos_eos_flags_are_ignored() {
+        // transformers 5 ignores add_bos_token / add_eos_token when tokenizer.json exists.
+        let config = json!({
+            "bos_token": {"content": "<s>", "lstrip": false, "__type": "AddedToken"},
+            "eos_token": "</s>",
+            "add_bos_token": true,
+            "add_eos_token": true,
+        });
+        let tok = Tokenizer::from_parts(tiny(), &config, None, None, None).unwrap();
+        assert_eq!(tok.bos_token_id(), Some(0));
+        assert_eq!(tok.eos_token_id(), Some(1));
+        assert_eq!(tok.encode("hello world", true).unwrap(), vec![3, 4]);
+        assert_eq!(tok.encode_text("hello world", true), vec![3, 4, 1]);
+        // The text already ends with EOS: none is added.
+        assert_eq!(tok.encode_text("hello </s>", true), vec![3, 1]);
+        assert_eq!(tok.encode_text("hello", false), vec![3]);
+    }
+
+    #[test]
+    fn special_tokens_map_file_fills_what_the_config_lacks() {
+        let config = json!({"eos_token": "</s>"});
+        let map = json!({"bos_token": "<s>", "eos_token": "<unk>", "pad_token": "<pad>"});
+        let tok = Tokenizer::from_parts(tiny(), &config, Some(&map), None, None).unwrap();
+        assert_eq!(tok.eos_token_id(), Some(1), "tokenizer_config.json wins");
+        assert_eq!(tok.bos_token_id(), Some(0));
+        // A named token missing from the vocabulary is added, as transformers does.
+        assert_eq!(tok.pad_token_id(), Some(5));
+        assert_eq!(tok.special_token("pad_token"), Some("<pad>"));
+        assert!(tok.is_special_id(5));
+    }
+
+    #[test]
+    fn missing_files_give_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("loam-tok-missing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = Tokenizer::from_model_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.json") && err.contains(&dir.display().to_string()));
+        std::fs::write(dir.join("tokenizer.json"), "{not json").unwrap();
+        let err = Tokenizer::from_model_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("cannot load tokenizer"), "{err}");
+        tiny().save(dir.join("tokenizer.json"), false).unwrap();
+        std::fs::write(dir.join("tokenizer_config.json"), "{").unwrap();
+        let err = format!("{:#}", Tokenizer::from_model_dir(&dir).unwrap_err());
+        assert!(
+            err.contains("tokenizer_config.json") && err.contains("not valid JSON"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            r#"{"chat_template": [{"name": "tool_use", "template": "x"}]}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", Tokenizer::from_model_dir(&dir).unwrap_err());
+        assert!(
+            err.contains("\"default\"") && err.contains("tool_use"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn chat_template_sources_follow_transformers_priority() {
+        let qwen = tokenizer("qwen25");
+        let t = qwen.chat_template().unwrap();
+        assert!(
+            t.origin.ends_with("chat_template (\"default\")"),
+            "{}",
+            t.origin
+        );
+        assert!(t.text.contains("You are Qwen"));
+        let mistral = tokenizer("mistral");
+        assert!(mistral
+            .chat_template()
+            .unwrap()
+            .origin
+            .ends_with("chat_template.jinja"));
+        let llama = tokenizer("llama3");
+        assert!(llama
+            .chat_template()
+            .unwrap()
+            .origin
+            .ends_with("tokenizer_config.json chat_template"));
     }
 }

@@ -30,13 +30,11 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
             ty.type_size()
         )));
     }
-    let bs = ty.block_size();
-    let ts = ty.type_size();
     let kernel: fn(&[u8], &mut [f32]) = match ty {
-        GgmlType::F32 => return Ok(f32s(data, out)),
-        GgmlType::F16 => return Ok(f16s(data, out)),
-        GgmlType::BF16 => return Ok(bf16s(data, out)),
-        GgmlType::F64 => return Ok(f64s(data, out)),
+        GgmlType::F32 => f32s,
+        GgmlType::F16 => f16s,
+        GgmlType::BF16 => bf16s,
+        GgmlType::F64 => f64s,
         GgmlType::Q4_0 => q4_0,
         GgmlType::Q4_1 => q4_1,
         GgmlType::Q5_0 => q5_0,
@@ -50,8 +48,16 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
         GgmlType::Q8_K => q8_k,
         _ => unreachable!("can_dequantize lists exactly the types handled here"),
     };
-    for (block, y) in data.chunks_exact(ts).zip(out.chunks_exact_mut(bs)) {
-        kernel(block, y);
+    if ty.block_size() == 1 {
+        // Element-wise types convert the whole slice at once.
+        kernel(data, out);
+    } else {
+        for (block, y) in data
+            .chunks_exact(ty.type_size())
+            .zip(out.chunks_exact_mut(ty.block_size()))
+        {
+            kernel(block, y);
+        }
     }
     Ok(())
 }

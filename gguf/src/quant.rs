@@ -44,19 +44,9 @@ pub fn quantize_into(ty: GgmlType, data: &[f32], out: &mut Vec<u8>) -> Result<()
     out.resize(start + n_bytes, 0);
     let dst = &mut out[start..];
     let kernel: fn(&[f32], &mut [u8]) = match ty {
-        GgmlType::F32 => {
-            for (x, b) in data.iter().zip(dst.chunks_exact_mut(4)) {
-                b.copy_from_slice(&x.to_le_bytes());
-            }
-            return Ok(());
-        }
-        GgmlType::F16 => return Ok(f16s(data, dst)),
-        GgmlType::BF16 => {
-            for (x, b) in data.iter().zip(dst.chunks_exact_mut(2)) {
-                b.copy_from_slice(&f32_to_bf16_bits(*x).to_le_bytes());
-            }
-            return Ok(());
-        }
+        GgmlType::F32 => f32s,
+        GgmlType::F16 => f16s,
+        GgmlType::BF16 => bf16s,
         GgmlType::Q8_0 => q8_0,
         GgmlType::Q4_0 => q4_0,
         GgmlType::Q4_1 => q4_1,
@@ -64,11 +54,16 @@ pub fn quantize_into(ty: GgmlType, data: &[f32], out: &mut Vec<u8>) -> Result<()
         GgmlType::Q5_1 => q5_1,
         _ => unreachable!("can_quantize lists exactly the types handled here"),
     };
-    for (x, b) in data
-        .chunks_exact(ty.block_size())
-        .zip(dst.chunks_exact_mut(ty.type_size()))
-    {
-        kernel(x, b);
+    if ty.block_size() == 1 {
+        // Element-wise types convert the whole slice at once.
+        kernel(data, dst);
+    } else {
+        for (x, b) in data
+            .chunks_exact(ty.block_size())
+            .zip(dst.chunks_exact_mut(ty.type_size()))
+        {
+            kernel(x, b);
+        }
     }
     Ok(())
 }
@@ -80,6 +75,18 @@ pub fn f32_to_bf16_bits(x: f32) -> u16 {
         return ((u >> 16) | 64) as u16;
     }
     ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
+}
+
+fn f32s(data: &[f32], dst: &mut [u8]) {
+    for (x, b) in data.iter().zip(dst.chunks_exact_mut(4)) {
+        b.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn bf16s(data: &[f32], dst: &mut [u8]) {
+    for (x, b) in data.iter().zip(dst.chunks_exact_mut(2)) {
+        b.copy_from_slice(&f32_to_bf16_bits(*x).to_le_bytes());
+    }
 }
 
 fn f16s(data: &[f32], dst: &mut [u8]) {
@@ -240,10 +247,10 @@ mod tests {
         let mut x = noise(32 * 64, 7, 3.0);
         x[..32].fill(0.0); // a zero block takes the d = 0 path
         x[32..64].fill(1.25); // a constant block
-        // Bounds relative to the block's largest magnitude: half a quantization step plus
-        // the f16 rounding of the scale (and of the min, for the _1 types). Q4_0 / Q5_0 map
-        // the signed extreme to -8 (-16) steps, so values of the other sign clamp at +7 (+15)
-        // steps: their worst error is a whole step, 1/8 (1/16) of the largest magnitude.
+                              // Bounds relative to the block's largest magnitude: half a quantization step plus
+                              // the f16 rounding of the scale (and of the min, for the _1 types). Q4_0 / Q5_0 map
+                              // the signed extreme to -8 (-16) steps, so values of the other sign clamp at +7 (+15)
+                              // steps: their worst error is a whole step, 1/8 (1/16) of the largest magnitude.
         for (ty, bound) in [
             (GgmlType::F32, 0.0),
             (GgmlType::F16, 1.0 / 2048.0),

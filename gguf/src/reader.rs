@@ -382,7 +382,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N]> {
-        Ok(self.take(N as u64, what)?.try_into().expect("length checked"))
+        Ok(self
+            .take(N as u64, what)?
+            .try_into()
+            .expect("length checked"))
     }
 
     fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32> {
@@ -433,7 +436,9 @@ impl<'a> Cursor<'a> {
                 if depth >= MAX_ARRAY_DEPTH {
                     return Err(self.corrupt(
                         self.pos,
-                        format!("metadata key '{key}': arrays nested more than {MAX_ARRAY_DEPTH} deep"),
+                        format!(
+                            "metadata key '{key}': arrays nested more than {MAX_ARRAY_DEPTH} deep"
+                        ),
                     ));
                 }
                 let at = self.pos;
@@ -632,7 +637,8 @@ mod tests {
         let path = dir.join("valid.gguf");
         let mut w = GgufWriter::new(&path);
         w.add_metadata("general.architecture", "llama").unwrap();
-        w.add_metadata("tokenizer.ggml.tokens", vec!["a", "b"]).unwrap();
+        w.add_metadata("tokenizer.ggml.tokens", vec!["a", "b"])
+            .unwrap();
         w.add_tensor("a", &[32, 2], GgmlType::F32).unwrap();
         w.add_tensor("b", &[64], GgmlType::Q8_0).unwrap();
         let mut d = w.start_data().unwrap();
@@ -659,7 +665,9 @@ mod tests {
 
     /// Byte offset of the last occurrence of `needle`.
     fn rfind(hay: &[u8], needle: &[u8]) -> usize {
-        hay.windows(needle.len()).rposition(|w| w == needle).unwrap()
+        hay.windows(needle.len())
+            .rposition(|w| w == needle)
+            .unwrap()
     }
 
     #[test]
@@ -692,7 +700,10 @@ mod tests {
         let mut bytes = valid_file(&dir);
         bytes[4] = 1;
         let msg = error_of(&dir, &bytes);
-        assert!(msg.contains("GGUF v1") && msg.contains("re-convert"), "{msg}");
+        assert!(
+            msg.contains("GGUF v1") && msg.contains("re-convert"),
+            "{msg}"
+        );
         bytes[4..8].copy_from_slice(&3u32.to_be_bytes());
         let msg = error_of(&dir, &bytes);
         assert!(msg.contains("big-endian"), "{msg}");
@@ -738,7 +749,10 @@ mod tests {
         let at = find(&b, b"tokenizer.ggml.tokens") + 21 + 4 + 4;
         b[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         let msg = error_of(&dir, &b);
-        assert!(msg.contains("'tokenizer.ggml.tokens': array count"), "{msg}");
+        assert!(
+            msg.contains("'tokenizer.ggml.tokens': array count"),
+            "{msg}"
+        );
         // String length of the architecture value.
         let mut b = bytes.clone();
         let at = find(&b, b"llama") - 8;
@@ -757,14 +771,19 @@ mod tests {
         b[at] = 99;
         let msg = error_of(&dir, &b);
         assert!(
-            msg.contains("tensor 'b'") && msg.contains("unknown ggml type id 99") && msg.contains("Q4_K"),
+            msg.contains("tensor 'b'")
+                && msg.contains("unknown ggml type id 99")
+                && msg.contains("Q4_K"),
             "{msg}"
         );
         // A known type without a dequantizer opens, and says so when dequantized.
         b[at] = GgmlType::IQ4_NL.id() as u8; // same block size and a smaller type size
         let f = open_bytes(&dir, &b).unwrap();
         let msg = f.dequantize("b").unwrap_err().to_string();
-        assert!(msg.contains("tensor 'b'") && msg.contains("IQ4_NL (ggml id 20)"), "{msg}");
+        assert!(
+            msg.contains("tensor 'b'") && msg.contains("IQ4_NL (ggml id 20)"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl GgmlType {
     /// size overflows).
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)
@@ -177,7 +177,11 @@ impl GgmlType {
 
     /// Comma-separated names of `types`, for error messages.
     pub fn list(types: &[GgmlType]) -> String {
-        types.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+        types
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

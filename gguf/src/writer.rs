@@ -79,7 +79,9 @@ impl GgufWriter {
     pub fn add_metadata(&mut self, key: &str, value: impl Into<Value>) -> Result<()> {
         let value = value.into();
         if key.is_empty() {
-            return Err(GgufError::Invalid("GGUF metadata keys cannot be empty".into()));
+            return Err(GgufError::Invalid(
+                "GGUF metadata keys cannot be empty".into(),
+            ));
         }
         if key == ALIGNMENT_KEY {
             match value {
@@ -112,7 +114,10 @@ impl GgufWriter {
             ));
         }
         if ne.len() > MAX_DIMS {
-            return bad(format!("{} dimensions, ggml allows at most {MAX_DIMS}", ne.len()));
+            return bad(format!(
+                "{} dimensions, ggml allows at most {MAX_DIMS}",
+                ne.len()
+            ));
         }
         let row = ne.first().copied().unwrap_or(1);
         if row % ggml_type.block_size() as u64 != 0 {
@@ -380,7 +385,10 @@ mod tests {
             ("t.arr.string", Value::from(vec!["a", "", "ĉ"])),
             ("t.arr.f64", Value::from(vec![1e-300f64])),
             ("t.arr.empty", Value::from(Vec::<u64>::new())),
-            ("t.arr.nested", Value::from(vec![vec!["x", "y"], vec![], vec!["z"]])),
+            (
+                "t.arr.nested",
+                Value::from(vec![vec!["x", "y"], vec![], vec!["z"]]),
+            ),
             (
                 "t.arr.nested_i16",
                 Value::Array(
@@ -436,7 +444,10 @@ mod tests {
             msg.contains("'llama.block_count'") && msg.contains("is u64, expected u32"),
             "{msg}"
         );
-        let msg = f.get_str_array("llama.block_count").unwrap_err().to_string();
+        let msg = f
+            .get_str_array("llama.block_count")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("expected array of string"), "{msg}");
         let msg = f.get_str("general.name").unwrap_err().to_string();
         assert!(msg.contains("'general.name' not found"), "{msg}");
@@ -479,7 +490,10 @@ mod tests {
         assert_eq!(f.data_offset() % 64, 0);
         for (name, ty, x) in &want {
             let t = f.tensor(name).unwrap();
-            assert_eq!((t.ggml_type(), t.ne(), t.shape()), (*ty, &[64, 3][..], vec![3, 64]));
+            assert_eq!(
+                (t.ggml_type(), t.ne(), t.shape()),
+                (*ty, &[64, 3][..], vec![3, 64])
+            );
             assert_eq!(t.offset() % 64, 0);
             let bytes = quantize(*ty, x).unwrap();
             assert_eq!(f.tensor_bytes(name).unwrap(), &bytes[..], "{name}");
@@ -495,9 +509,18 @@ mod tests {
         let dir = TempDir::new();
         let path = dir.join("bad.gguf");
         let mut w = GgufWriter::new(&path);
-        let msg = w.add_tensor("x", &[30, 2], GgmlType::Q8_0).unwrap_err().to_string();
-        assert!(msg.contains("not a multiple of the Q8_0 block size 32"), "{msg}");
-        let msg = w.add_metadata("general.alignment", 48u32).unwrap_err().to_string();
+        let msg = w
+            .add_tensor("x", &[30, 2], GgmlType::Q8_0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("not a multiple of the Q8_0 block size 32"),
+            "{msg}"
+        );
+        let msg = w
+            .add_metadata("general.alignment", 48u32)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("power of two"), "{msg}");
         w.add_metadata("k", 1u8).unwrap();
         assert!(w.add_metadata("k", 2u8).is_err());
@@ -507,9 +530,15 @@ mod tests {
         w.add_tensor("b", &[32], GgmlType::F16).unwrap();
         let mut data = w.start_data().unwrap();
         assert!(dir.join("bad.gguf.tmp").exists());
-        let msg = data.write_tensor_f32("b", &[0.0; 32]).unwrap_err().to_string();
+        let msg = data
+            .write_tensor_f32("b", &[0.0; 32])
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("expected 'a' next, got 'b'"), "{msg}");
-        let msg = data.write_tensor_f32("a", &[0.0; 31]).unwrap_err().to_string();
+        let msg = data
+            .write_tensor_f32("a", &[0.0; 31])
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("has 32 elements, got 31"), "{msg}");
         data.write_tensor_f32("a", &[0.0; 32]).unwrap();
         let msg = data.finish().unwrap_err().to_string();

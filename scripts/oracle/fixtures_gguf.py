@@ -280,6 +280,7 @@ def main():
 
     model = fetch_smollm2(fixtures)
     tmp = Path(tempfile.mkdtemp(prefix=".gguf-", dir=fixtures))
+    os.chmod(tmp, 0o755)
     try:
         build_synthetic(tmp)
         build_smollm2(tmp, model)

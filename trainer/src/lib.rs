@@ -8,6 +8,7 @@
 //! - `cli`: the `loam` command line, a thin layer over the above
 
 pub mod adapter;
+pub mod checkpoint;
 pub mod cli;
 pub mod eval;
 pub mod fsutil;
@@ -15,7 +16,10 @@ pub mod hub;
 pub mod lora;
 pub mod loss;
 pub mod model;
+pub mod optim;
+pub mod recipe;
 pub mod runtime;
+pub mod train;
 pub mod weights;
 
 #[cfg(test)]

@@ -41,3 +41,19 @@ pub fn dtype_name(kind: Kind) -> &'static str {
         _ => "f32",
     }
 }
+
+/// Peak resident memory of this process (Linux `VmHWM`), e.g. "1.2 GiB".
+pub fn peak_rss_human() -> String {
+    let kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        });
+    match kib {
+        Some(k) if k >= 1024.0 * 1024.0 => format!("{:.2} GiB", k / 1024.0 / 1024.0),
+        Some(k) => format!("{:.0} MiB", k / 1024.0),
+        None => "unknown".into(),
+    }
+}

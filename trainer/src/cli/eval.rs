@@ -3,14 +3,18 @@
 use crate::{eval, hub, model, runtime};
 use anyhow::{Context, Result};
 use clap::Args;
+use loam_data::encode::Encoder;
 use loam_data::source::Source;
-use loam_data::{Example, Format, Sample, SourceConfig, Tokenizer};
+use loam_data::{Example, Format, SourceConfig, Tokenizer, TrainOn};
 
 #[derive(Args)]
 pub struct EvalArgs {
     /// Model directory (Hugging Face layout) or a hub id in the local Hugging Face cache.
     #[arg(long)]
     model: String,
+    /// A PEFT LoRA adapter directory to apply (not merged) on top of the model.
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
     /// Parquet file, directory of *.parquet, or glob of shards.
     #[arg(long)]
     data: String,
@@ -20,6 +24,9 @@ pub struct EvalArgs {
     /// The main column (default: `text` for text, `messages` for chat).
     #[arg(long)]
     column: Option<String>,
+    /// Which tokens carry loss, as in training: all | assistant | last_assistant | completion.
+    #[arg(long, default_value = "assistant", value_parser = parse_train_on)]
+    train_on: TrainOn,
     /// Rows longer than this many tokens are truncated.
     #[arg(long, default_value_t = 1024)]
     seq_len: usize,
@@ -38,23 +45,22 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let kind = runtime::parse_dtype(&args.dtype)?;
     let device = runtime::parse_device(&args.device)?;
     let dir = hub::resolve_model(&args.model)?;
-    let lm = model::load(&dir, kind, device)?;
+    let mut lm = model::load(&dir, kind, device)?;
+    if let Some(adapter_dir) = &args.adapter {
+        crate::adapter::load(&mut lm, adapter_dir)?;
+    }
     let tokenizer = Tokenizer::from_model_dir(&dir)?;
     let mut source_config = SourceConfig::new(&args.data, Format::parse(&args.format)?);
     source_config.column = args.column.clone();
     let source = Source::open(0, &source_config)?;
 
+    let encoder = Encoder::new(tokenizer, None, args.train_on, source_config.add_eos)?;
     let examples = source.rows().map(|row| -> Result<Example> {
         let row = row?;
-        let sample = row.sample.with_context(|| format!("at {}", row.loc))?;
-        match sample {
-            Sample::Text { text } => {
-                let input_ids = tokenizer.try_encode_text(&text, source_config.add_eos)?;
-                let labels = input_ids.iter().map(|&id| id as i64).collect();
-                Ok(Example { input_ids, labels })
-            }
-            other => anyhow::bail!("{}: eval of {other:?} rows is not wired yet", row.loc),
-        }
+        let sample = row.sample?;
+        encoder
+            .encode(&sample)
+            .with_context(|| format!("at {}", row.loc))
     });
     let result = eval::evaluate(&lm, examples, args.seq_len, Some(source.num_rows()))?;
     if args.json {
@@ -66,4 +72,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `all | assistant | last_assistant | completion`, spelled as in recipes.
+pub(crate) fn parse_train_on(s: &str) -> Result<TrainOn, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("`{s}` is not one of all, assistant, last_assistant, completion"))
 }

@@ -1,6 +1,7 @@
 //! The `loam` command line. Each subcommand parses its flags here and calls the library.
 
 mod eval;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a LoRA adapter from a recipe.
+    Train(train::TrainArgs),
     /// Loss and perplexity of a model on a Parquet dataset.
     Eval(eval::EvalArgs),
 }
@@ -25,6 +28,7 @@ enum Command {
 pub fn run() -> Result<()> {
     init_logging();
     match Cli::parse().command {
+        Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
     }
 }

@@ -287,27 +287,51 @@ impl CausalLm {
         all
     }
 
-    /// Final hidden states `[B, T, hidden]` (after the last norm) for `input_ids` `[B, T]`.
-    /// `train` turns on adapter dropout.
-    pub fn forward_hidden(&self, input_ids: &Tensor, positions: &Positions, train: bool) -> Tensor {
-        let model = &self.model;
-        let (cos, sin) = model.rope.cos_sin(&positions.position_ids, self.kind);
+    /// Rotary cos/sin and the attention mask for a batch, shared by every layer.
+    pub fn attention_inputs(&self, positions: &Positions, seq_len: i64) -> AttentionInputs {
+        let (cos, sin) = self.model.rope.cos_sin(&positions.position_ids, self.kind);
         let mask = attention_mask(
             positions.doc_ids.as_ref(),
-            input_ids.size()[1],
+            seq_len,
             self.spec.sliding_window,
             self.device,
         );
-        let mut h = Tensor::embedding(&model.embed_tokens, input_ids, -1, false, false);
-        for layer in &model.layers {
-            h = layer.forward(&h, &cos, &sin, mask.as_ref(), train);
-        }
-        model.norm.forward(&h)
+        AttentionInputs { cos, sin, mask }
     }
 
-    /// [`Self::forward_hidden`] for inference (no dropout).
+    pub fn embed(&self, input_ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.model.embed_tokens, input_ids, -1, false, false)
+    }
+
+    /// Final hidden states `[B, T, hidden]` (after the last norm) for `input_ids` `[B, T]`.
+    /// With a `dropout_seed` the adapters' dropout is on, its masks drawn from a generator
+    /// seeded per layer, so the same seed replays the same pass (resume, recomputation).
+    pub fn forward_hidden_seeded(
+        &self,
+        input_ids: &Tensor,
+        positions: &Positions,
+        dropout_seed: Option<i64>,
+    ) -> Tensor {
+        let ctx = self.attention_inputs(positions, input_ids.size()[1]);
+        let mut h = self.embed(input_ids);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            if let Some(seed) = dropout_seed {
+                tch::manual_seed(layer_seed(seed, i));
+            }
+            h = layer.forward(
+                &h,
+                &ctx.cos,
+                &ctx.sin,
+                ctx.mask.as_ref(),
+                dropout_seed.is_some(),
+            );
+        }
+        self.model.norm.forward(&h)
+    }
+
+    /// [`Self::forward_hidden_seeded`] for inference (no dropout).
     pub fn hidden_states(&self, input_ids: &Tensor, positions: &Positions) -> Tensor {
-        self.forward_hidden(input_ids, positions, false)
+        self.forward_hidden_seeded(input_ids, positions, None)
     }
 
     /// Logits `[B, T, vocab]` in the compute dtype. Training and eval never build this whole
@@ -316,6 +340,17 @@ impl CausalLm {
         self.hidden_states(input_ids, positions)
             .linear::<Tensor>(&self.lm_head, None)
     }
+}
+
+pub struct AttentionInputs {
+    pub cos: Tensor,
+    pub sin: Tensor,
+    pub mask: Option<Tensor>,
+}
+
+/// The dropout seed of `layer` within a pass seeded with `seed`.
+pub fn layer_seed(seed: i64, layer: usize) -> i64 {
+    seed.wrapping_add((layer as i64 + 1).wrapping_mul(0x2545_F491)) & 0x7FFF_FFFF_FFFF
 }
 
 /// `[B or 1, 1, T, T]` boolean (true = attend): causal, inside the token's document of a

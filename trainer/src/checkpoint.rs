@@ -1,0 +1,146 @@
+//! Checkpoints: `checkpoints/step-N/` holds the adapter (PEFT format), the optimizer's
+//! moments, and `state.json` (step, tokens, losses, data cursor). Each is written under a
+//! temporary name and renamed when complete, so a run killed mid-write resumes from the
+//! previous good one.
+
+use crate::adapter::{self, AdapterConfig};
+use crate::model::CausalLm;
+use crate::optim::AdamW;
+use anyhow::{bail, Context, Result};
+use loam_data::stream::{BatchStream, Cursor};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// What a resumed run needs besides tensors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: u64,
+    /// Trained tokens so far.
+    pub tokens: i64,
+    pub elapsed_s: f64,
+    /// Loss of every step so far (the loss curve, spike detection).
+    pub losses: Vec<f64>,
+    pub eval_before: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    state: TrainState,
+    optimizer_step: u64,
+    cursor: Cursor,
+}
+
+pub fn dir(out_dir: &Path) -> PathBuf {
+    out_dir.join("checkpoints")
+}
+
+/// The newest complete checkpoint (`step-N`), if any.
+pub fn latest(out_dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(list(out_dir)?.pop().map(|(_, p)| p))
+}
+
+/// Complete checkpoints, oldest first. Half-written `.step-N.tmp` directories are ignored.
+fn list(out_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let root = dir(out_dir);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(Vec::new());
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path()
+                .join("state.json")
+                .exists()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+pub fn save(
+    out_dir: &Path,
+    lm: &mut CausalLm,
+    cfg: &AdapterConfig,
+    opt: &AdamW,
+    stream: &BatchStream,
+    state: &TrainState,
+    keep: usize,
+) -> Result<()> {
+    let root = dir(out_dir);
+    let final_dir = root.join(format!("step-{}", state.step));
+    let tmp = root.join(format!(".step-{}.tmp", state.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+
+    adapter::save(lm, cfg, &tmp.join("adapter"))?;
+    let mut moments: Vec<(String, Tensor)> = Vec::new();
+    for (i, (m, v)) in opt.exp_avg.iter().zip(&opt.exp_avg_sq).enumerate() {
+        moments.push((format!("exp_avg.{i}"), m.to_device(tch::Device::Cpu)));
+        moments.push((format!("exp_avg_sq.{i}"), v.to_device(tch::Device::Cpu)));
+    }
+    Tensor::write_safetensors(&moments, tmp.join("optimizer.safetensors"))
+        .map_err(|e| anyhow::anyhow!("cannot write optimizer state in {}: {e}", tmp.display()))?;
+    let file = StateFile {
+        state: state.clone(),
+        optimizer_step: opt.step,
+        cursor: stream.cursor(),
+    };
+    std::fs::write(tmp.join("state.json"), serde_json::to_vec(&file)?)?;
+    crate::fsutil::replace_dir(&tmp, &final_dir)?;
+
+    let all = list(out_dir)?;
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
+}
+
+/// Loads the checkpoint into the model's adapters, the optimizer and the data stream.
+pub fn restore(
+    ckpt: &Path,
+    lm: &mut CausalLm,
+    opt: &mut AdamW,
+    stream: &mut BatchStream,
+) -> Result<TrainState> {
+    let state_path = ckpt.join("state.json");
+    let file: StateFile = serde_json::from_slice(
+        &std::fs::read(&state_path)
+            .with_context(|| format!("cannot read {}", state_path.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{} is damaged; delete {} to resume from the one before",
+            state_path.display(),
+            ckpt.display()
+        )
+    })?;
+    adapter::load(lm, &ckpt.join("adapter"))?;
+    let path = ckpt.join("optimizer.safetensors");
+    let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+        .into_iter()
+        .collect();
+    let params = crate::train::trainable_params(lm);
+    if tensors.len() != 2 * params.len() {
+        bail!(
+            "{} holds moments for {} tensors but the adapter has {}: the recipe's [lora] changed since this checkpoint",
+            path.display(),
+            tensors.len() / 2,
+            params.len()
+        );
+    }
+    let device = lm.device;
+    opt.exp_avg = (0..params.len())
+        .map(|i| tensors[&format!("exp_avg.{i}")].to_device(device))
+        .collect();
+    opt.exp_avg_sq = (0..params.len())
+        .map(|i| tensors[&format!("exp_avg_sq.{i}")].to_device(device))
+        .collect();
+    opt.step = file.optimizer_step;
+    stream.restore(file.cursor)?;
+    Ok(file.state)
+}

@@ -1,0 +1,74 @@
+//! `loam train RECIPE.toml [--set key=value]... [--resume] [--out DIR]`
+
+use crate::recipe::Recipe;
+use crate::train;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The recipe (TOML): model, lora, data, train, output.
+    recipe: PathBuf,
+    /// Override any recipe key, e.g. --set train.lr=1e-4 --set lora.r=32.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Continue from the latest checkpoint in the output directory.
+    #[arg(long)]
+    resume: bool,
+    /// Checkpoint and stop after N steps of this invocation (the schedule still spans
+    /// train.steps); continue later with --resume.
+    #[arg(long, value_name = "N")]
+    stop_after: Option<u64>,
+    /// Output directory (overrides output.dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut sets = args.sets;
+    if let Some(out) = &args.out {
+        sets.push(format!("output.dir={:?}", out.display().to_string()));
+    }
+    let recipe = Recipe::load(&args.recipe, &sets)?;
+    // Ctrl-C: finish the current step, write a checkpoint, exit. A second Ctrl-C kills.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (checkpoint follows); Ctrl-C again to kill");
+    });
+    let s = train::run(
+        recipe,
+        train::RunControl {
+            resume: args.resume,
+            stop,
+            stop_after: args.stop_after,
+        },
+    )?;
+    if !s.finished {
+        return Ok(());
+    }
+    let evals = match (&s.eval_before, &s.eval_after) {
+        (Some(b), Some(a)) => format!(
+            "eval loss {:.4} → {:.4}  (perplexity {:.2} → {:.2})\n",
+            b.loss, a.loss, b.perplexity, a.perplexity
+        ),
+        _ => String::new(),
+    };
+    eprintln!(
+        "\ndone: {} steps, {} trained tokens in {:.1}s ({:.0} tokens/s), peak memory {}\n{evals}adapter: {}\nmetrics: {}",
+        s.steps,
+        s.tokens,
+        s.wall_s,
+        s.tokens as f64 / s.wall_s.max(1e-9),
+        crate::runtime::peak_rss_human(),
+        s.out_dir.join("adapter").display(),
+        s.out_dir.join("metrics.jsonl").display(),
+    );
+    Ok(())
+}

@@ -1,0 +1,512 @@
+//! `loam train`: the LoRA training recipe, top to bottom.
+//!
+//! setup → model + adapter → data → optimizer → (resume) → loop { accumulate micro-batches,
+//! clip, AdamW, log, eval, checkpoint } → adapter/ + summary.
+
+use crate::adapter::{self, AdapterConfig};
+use crate::checkpoint::{self, TrainState};
+use crate::eval::{self, EvalResult};
+use crate::loss::{next_token_nll_sum, DEFAULT_CHUNK};
+use crate::model::{self, CausalLm, Positions};
+use crate::optim::{self, AdamW};
+use crate::recipe::Recipe;
+use crate::{hub, runtime};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use loam_data::encode::Encoder;
+use loam_data::stream::{BatchStream, EncodeOptions, Split};
+use loam_data::{Batch, Example, Sample, Tokenizer, IGNORE_INDEX};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// One line of `metrics.jsonl` (DESIGN's contract; more keys may be added).
+#[derive(Debug, Serialize)]
+struct StepMetrics {
+    step: u64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    /// Trained tokens in this step.
+    tokens: i64,
+    tokens_per_s: f64,
+    elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_loss: Option<f64>,
+}
+
+pub struct Summary {
+    pub out_dir: PathBuf,
+    pub steps: u64,
+    pub tokens: i64,
+    pub wall_s: f64,
+    pub eval_before: Option<EvalResult>,
+    pub eval_after: Option<EvalResult>,
+    /// False when the run stopped early (`--stop-after`) and waits for `--resume`.
+    pub finished: bool,
+}
+
+/// How one invocation of `loam train` runs.
+pub struct RunControl {
+    /// Continue from the latest checkpoint.
+    pub resume: bool,
+    /// Set by Ctrl-C: checkpoint after the current step and stop.
+    pub stop: Arc<AtomicBool>,
+    /// Checkpoint and stop after this many steps of this invocation (the schedule still
+    /// spans all `train.steps`); `--resume` continues.
+    pub stop_after: Option<u64>,
+}
+
+pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
+    let RunControl {
+        resume,
+        stop,
+        stop_after,
+    } = control;
+    // ── setup ──────────────────────────────────────────────────────────────────────────
+    let out_dir = PathBuf::from(&recipe.output.dir);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create output dir {}", out_dir.display()))?;
+    let latest = checkpoint::latest(&out_dir)?;
+    if !resume && latest.is_some() {
+        bail!(
+            "{} already holds checkpoints of a run; add --resume to continue it, or choose another output.dir",
+            out_dir.display()
+        );
+    }
+    std::fs::write(
+        out_dir.join("recipe.toml"),
+        toml::to_string_pretty(&recipe)?,
+    )?;
+    let device = runtime::parse_device(&recipe.model.device)?;
+    let kind = runtime::parse_dtype(&recipe.model.dtype)?;
+    let t = &recipe.train;
+    tch::manual_seed(t.seed as i64);
+
+    let model_dir = hub::resolve_model(&recipe.model.path)?;
+
+    // ── data (opened first: bad data fails before the model loads) ─────────────────────
+    let tokenizer = Tokenizer::from_model_dir(&model_dir)?;
+    let encoder = Arc::new(Encoder::new(tokenizer, None, recipe.data.train_on, true)?);
+    let mut stream = BatchStream::new(&recipe.data, Split::Train, t.seed, 0, 1, shared(&encoder))?;
+    if let Some(epochs) = t.epochs {
+        stream = stream.with_epochs(epochs.ceil() as u32);
+    }
+    let total_steps = match t.steps {
+        Some(steps) => steps,
+        None => {
+            let per_epoch = BatchStream::count_batches(
+                &recipe.data,
+                t.seed,
+                0,
+                1,
+                t.micro_batch,
+                shared(&encoder),
+            )?;
+            let micro = (per_epoch as f64 * t.epochs.unwrap_or(1.0)).ceil() as u64;
+            micro.div_ceil(t.grad_accum as u64).max(1)
+        }
+    };
+    let warmup = optim::warmup_steps(t.warmup, total_steps);
+
+    // ── model + adapter ────────────────────────────────────────────────────────────────
+    let mut lm = model::load(&model_dir, kind, device)?;
+    let adapter_cfg = attach_adapter(&mut lm, &recipe, &model_dir)?;
+    let mut params = trainable_params(&mut lm);
+    let n_params: i64 = params.iter().map(Tensor::numel).map(|n| n as i64).sum();
+    tracing::info!(
+        "{} trainable adapter parameters on {} linears",
+        n_params,
+        params.len() / 2
+    );
+
+    // ── optimizer, and the state a resume restores ─────────────────────────────────────
+    let mut opt = AdamW::new(&params, t.weight_decay);
+    let mut state = TrainState::default();
+    if let Some(ckpt) = &latest {
+        state = checkpoint::restore(ckpt, &mut lm, &mut opt, &mut stream)?;
+        params = trainable_params(&mut lm);
+        tracing::info!("resumed from {} (step {})", ckpt.display(), state.step);
+    }
+    let mut metrics = metrics_file(&out_dir, state.step)?;
+
+    let eval_examples = || -> Result<_> {
+        let examples = BatchStream::eval_examples(&recipe.data, shared(&encoder))?;
+        Ok(examples.map(|e| e.map_err(anyhow::Error::from)))
+    };
+    let has_eval = BatchStream::has_eval(&recipe.data);
+    if state.step == 0 && has_eval {
+        state.eval_before =
+            Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss);
+    }
+
+    // ── the loop ───────────────────────────────────────────────────────────────────────
+    let stop_at = stop_after.map(|n| state.step + n);
+    let bar = progress_bar(total_steps, state.step);
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    while state.step < total_steps {
+        let step_start = Instant::now();
+        let mut micro_batches = Vec::with_capacity(t.grad_accum);
+        for _ in 0..t.grad_accum {
+            match stream.next_batch(t.micro_batch)? {
+                Some(batch) => micro_batches.push(batch),
+                None => break,
+            }
+        }
+        if micro_batches.is_empty() {
+            tracing::info!("the data is exhausted after {} steps", state.step);
+            break;
+        }
+        let (loss, step_tokens) = accumulate_gradients(
+            &lm,
+            &micro_batches,
+            t.seed,
+            state.step,
+            t.activation_checkpointing,
+        )?;
+        let grad_norm = optim::clip_grad_norm(&params, t.max_grad_norm);
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            bail!(
+                "the loss became {loss} (gradient norm {grad_norm}) at step {}; the last good checkpoint is kept in {}. \
+                 Try a lower train.lr, a higher train.warmup, or dtype = \"f32\"",
+                state.step + 1,
+                checkpoint::dir(&out_dir).display()
+            );
+        }
+        let lr = optim::learning_rate(t.schedule, t.lr, state.step, total_steps, warmup);
+        opt.update(&mut params, lr);
+        zero_grads(&params);
+        if state.losses.len() >= 20 {
+            let recent = state.losses[state.losses.len() - 20..].iter().sum::<f64>() / 20.0;
+            if loss > 2.0 * recent {
+                tracing::warn!(
+                    "loss spike at step {}: {loss:.4} against a recent mean of {recent:.4}",
+                    state.step + 1
+                );
+            }
+        }
+        state.step += 1;
+        state.tokens += step_tokens;
+        state.losses.push(loss);
+        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+
+        let mut eval_loss = None;
+        if has_eval
+            && t.eval_every > 0
+            && (state.step % t.eval_every == 0 || state.step == total_steps)
+        {
+            eval_loss =
+                Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss);
+        }
+        let line = StepMetrics {
+            step: state.step,
+            loss,
+            lr,
+            grad_norm,
+            tokens: step_tokens,
+            tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
+            elapsed_s: state.elapsed_s,
+            eval_loss,
+        };
+        writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
+        bar.set_position(state.step);
+        bar.set_message(format!(
+            "loss {loss:.4}  lr {lr:.2e}  {:.0} tok/s",
+            line.tokens_per_s
+        ));
+
+        let interrupted = stop.load(Ordering::SeqCst);
+        let pause = stop_at == Some(state.step) && state.step < total_steps;
+        if (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0) || interrupted || pause
+        {
+            checkpoint::save(
+                &out_dir,
+                &mut lm,
+                &adapter_cfg,
+                &opt,
+                &stream,
+                &state,
+                t.keep_checkpoints,
+            )?;
+        }
+        if interrupted {
+            bar.abandon();
+            bail!("interrupted at step {}; checkpoint saved. Continue with `loam train RECIPE --resume`", state.step);
+        }
+        if pause {
+            bar.abandon();
+            eprintln!("stopped after step {} as asked (--stop-after); continue with `loam train RECIPE --resume`", state.step);
+            return Ok(Summary {
+                out_dir,
+                steps: state.step,
+                tokens: state.tokens,
+                wall_s: state.elapsed_s,
+                eval_before: None,
+                eval_after: None,
+                finished: false,
+            });
+        }
+    }
+    bar.finish_and_clear();
+
+    // ── save ───────────────────────────────────────────────────────────────────────────
+    let eval_after = if has_eval {
+        Some(eval::evaluate(
+            &lm,
+            eval_examples()?,
+            recipe.data.seq_len,
+            None,
+        )?)
+    } else {
+        None
+    };
+    checkpoint::save(
+        &out_dir,
+        &mut lm,
+        &adapter_cfg,
+        &opt,
+        &stream,
+        &state,
+        t.keep_checkpoints,
+    )?;
+    adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
+    Ok(Summary {
+        out_dir,
+        steps: state.step,
+        tokens: state.tokens,
+        wall_s: state.elapsed_s,
+        eval_before: state.eval_before.map(|loss| EvalResult {
+            loss,
+            perplexity: loss.exp(),
+            tokens: 0,
+            rows: 0,
+        }),
+        eval_after,
+        finished: true,
+    })
+}
+
+/// The one encoder, shared by the train stream and every eval pass.
+fn shared(
+    encoder: &Arc<Encoder>,
+) -> impl Fn(&Sample, &EncodeOptions) -> Result<Example> + Send + Sync + 'static {
+    let encoder = encoder.clone();
+    move |sample, opts| encoder.encode_with(sample, opts)
+}
+
+/// A fresh adapter from `[lora]`, or the PEFT adapter `lora.from` names (its own r/alpha/targets).
+fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe, model_dir: &Path) -> Result<AdapterConfig> {
+    let l = &recipe.lora;
+    if !l.from.is_empty() {
+        let cfg = adapter::load(lm, Path::new(&l.from))
+            .with_context(|| format!("loading lora.from = {}", l.from))?;
+        return Ok(AdapterConfig {
+            inference_mode: false,
+            ..cfg
+        });
+    }
+    let cfg = AdapterConfig {
+        peft_type: "LORA".into(),
+        task_type: Some("CAUSAL_LM".into()),
+        r: l.r,
+        lora_alpha: l.alpha,
+        target_modules: l.targets.clone(),
+        use_rslora: l.rslora,
+        use_dora: l.dora,
+        lora_dropout: l.dropout,
+        bias: "none".into(),
+        base_model_name_or_path: Some(recipe.model.path.clone())
+            .or_else(|| Some(model_dir.display().to_string())),
+        inference_mode: false,
+        fan_in_fan_out: false,
+        rank_pattern: Default::default(),
+        alpha_pattern: Default::default(),
+    };
+    adapter::attach_new(lm, &cfg, l.init)?;
+    Ok(cfg)
+}
+
+/// Every adapter tensor in a fixed order (the optimizer's state follows it).
+pub fn trainable_params(lm: &mut CausalLm) -> Vec<Tensor> {
+    let mut params = Vec::new();
+    for (_, linear) in lm.linears_mut() {
+        if let Some(lora) = &linear.lora {
+            params.push(lora.a.shallow_clone());
+            params.push(lora.b.shallow_clone());
+            if let Some(m) = &lora.magnitude {
+                params.push(m.shallow_clone());
+            }
+        }
+    }
+    params
+}
+
+fn zero_grads(params: &[Tensor]) {
+    for p in params {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+}
+
+/// Forward and backward over the micro-batches of one optimizer step, the loss normalized
+/// by every trained token of the whole step (not a mean of per-batch means). Gradients
+/// accumulate on the adapter tensors. Returns (loss, trained tokens).
+pub fn accumulate_gradients(
+    lm: &CausalLm,
+    micro_batches: &[Batch],
+    seed: u64,
+    step: u64,
+    checkpointing: bool,
+) -> Result<(f64, i64)> {
+    let step_tokens: i64 = micro_batches.iter().map(trained_targets).sum();
+    let mut nll = 0.0;
+    for (micro, batch) in micro_batches.iter().enumerate() {
+        nll += forward_backward(
+            lm,
+            batch,
+            step_tokens,
+            dropout_seed(seed, step, micro as u64),
+            checkpointing,
+        )?;
+    }
+    Ok((nll / step_tokens.max(1) as f64, step_tokens))
+}
+
+/// Targets that carry loss: label t+1 of each row, excluding each document's first token
+/// (a packed row's previous document must not be trained to predict the next one's start).
+fn trained_targets(batch: &Batch) -> i64 {
+    let mut n = 0;
+    for row in 0..batch.rows {
+        for t in 1..batch.seq_len {
+            let i = row * batch.seq_len + t;
+            n += i64::from(batch.labels[i] != IGNORE_INDEX && batch.position_ids[i] != 0);
+        }
+    }
+    n
+}
+
+/// A seed for adapter dropout in one micro-batch, so a resumed or recomputed forward pass
+/// draws the same masks as the first one did.
+fn dropout_seed(seed: u64, step: u64, micro: u64) -> i64 {
+    let mut x =
+        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ micro.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 31;
+    (x & 0x7FFF_FFFF_FFFF) as i64
+}
+
+/// Forward and backward of one micro-batch, loss scaled by `1 / step_tokens`. Returns the
+/// summed NLL of the micro-batch.
+fn forward_backward(
+    lm: &CausalLm,
+    batch: &Batch,
+    step_tokens: i64,
+    seed: i64,
+    checkpointing: bool,
+) -> Result<f64> {
+    let device = lm.device;
+    let shape = [batch.rows as i64, batch.seq_len as i64];
+    let tensor = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
+    let input_ids = tensor(&batch.input_ids);
+    let position_ids = tensor(&batch.position_ids);
+    // A document's first token is never a target (see `trained_targets`).
+    let labels = tensor(&batch.labels).masked_fill(&position_ids.eq(0), IGNORE_INDEX);
+    let packed = batch.doc_ids.iter().any(|&d| d > 0);
+    let positions = Positions {
+        position_ids,
+        doc_ids: packed.then(|| tensor(&batch.doc_ids)),
+    };
+    let scale = 1.0 / step_tokens.max(1) as f64;
+    let nll = if checkpointing {
+        forward_backward_checkpointed(lm, &input_ids, &positions, &labels, scale, seed)
+    } else {
+        let hidden = lm.forward_hidden_seeded(&input_ids, &positions, Some(seed));
+        let (nll, _) = next_token_nll_sum(&hidden, &lm.lm_head, &labels, DEFAULT_CHUNK);
+        (&nll * scale).backward();
+        nll
+    };
+    Ok(nll.double_value(&[]))
+}
+
+/// Activation checkpointing: the forward pass keeps only each block's input; backward
+/// recomputes one block at a time (same dropout seeds) and pushes the gradient through it.
+fn forward_backward_checkpointed(
+    lm: &CausalLm,
+    input_ids: &Tensor,
+    positions: &Positions,
+    labels: &Tensor,
+    scale: f64,
+    seed: i64,
+) -> Tensor {
+    let ctx = lm.attention_inputs(positions, input_ids.size()[1]);
+    let mut block_inputs = Vec::with_capacity(lm.model.layers.len());
+    let mut h = {
+        let _guard = tch::no_grad_guard();
+        let mut h = lm.embed(input_ids);
+        for (i, layer) in lm.model.layers.iter().enumerate() {
+            block_inputs.push(h.shallow_clone());
+            tch::manual_seed(model::decoder::layer_seed(seed, i));
+            h = layer.forward(&h, &ctx.cos, &ctx.sin, ctx.mask.as_ref(), true);
+        }
+        h
+    };
+    h = h.detach().set_requires_grad(true);
+    let (nll, _) = next_token_nll_sum(
+        &lm.model.norm.forward(&h),
+        &lm.lm_head,
+        labels,
+        DEFAULT_CHUNK,
+    );
+    (&nll * scale).backward();
+    let mut grad = h.grad();
+    for (i, layer) in lm.model.layers.iter().enumerate().rev() {
+        let x = block_inputs[i].detach().set_requires_grad(true);
+        tch::manual_seed(model::decoder::layer_seed(seed, i));
+        let out = layer.forward(&x, &ctx.cos, &ctx.sin, ctx.mask.as_ref(), true);
+        (out * &grad).sum(Kind::Float).backward();
+        grad = x.grad();
+    }
+    nll.detach()
+}
+
+/// `metrics.jsonl`, cut back to `step` lines when resuming (later lines came from steps the
+/// resumed run will redo).
+fn metrics_file(out_dir: &Path, step: u64) -> Result<std::fs::File> {
+    let path = out_dir.join("metrics.jsonl");
+    let kept: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(str::to_string)
+        .collect();
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    for line in kept {
+        writeln!(file, "{line}")?;
+    }
+    Ok(file)
+}
+
+fn progress_bar(total: u64, at: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("train {bar:30} step {pos}/{len}  {msg}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(at);
+    bar
+}
+
+#[cfg(test)]
+mod peft_parity_tests;

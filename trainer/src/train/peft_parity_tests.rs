@@ -1,0 +1,165 @@
+//! The training step against PEFT + torch (scripts/oracle/fixtures_train.py): the same base,
+//! the same PEFT adapter (non-zero B), the same batches (one of them packed with two
+//! documents). Loss, every adapter gradient, and the adapter after 3 AdamW steps with
+//! warmup, weight decay and clipping must equal PEFT's within 1e-5 relative.
+
+use super::{accumulate_gradients, trainable_params};
+use crate::adapter;
+use crate::model;
+use crate::optim::{self, AdamW};
+use crate::recipe::Schedule;
+use crate::testing::fixtures;
+use loam_data::Batch;
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+fn read(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+fn batch(tensors: &HashMap<String, Tensor>, step: usize, micro: usize) -> Batch {
+    let get = |k: &str| -> Vec<i64> {
+        Vec::try_from(tensors[&format!("s{step}.m{micro}.{k}")].flatten(0, -1)).unwrap()
+    };
+    let ids = &tensors[&format!("s{step}.m{micro}.input_ids")];
+    let (rows, seq_len) = ids.size2().unwrap();
+    Batch {
+        rows: rows as usize,
+        seq_len: seq_len as usize,
+        input_ids: get("input_ids"),
+        labels: get("labels"),
+        position_ids: get("position_ids"),
+        doc_ids: get("doc_ids"),
+    }
+}
+
+/// max |a − b| ≤ 1e-5 · max |b| (+ a tiny absolute floor for all-zero tensors).
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    let diff = (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[]);
+    let scale = want.abs().max().to_kind(Kind::Double).double_value(&[]);
+    assert!(
+        diff <= 1e-5 * scale + 1e-9,
+        "{what}: max diff {diff:e} vs scale {scale:e}"
+    );
+}
+
+fn run_case(case_dir: &Path, checkpointing: bool) {
+    let name = case_dir.file_name().unwrap().to_string_lossy().to_string();
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case_dir.join("case.json")).unwrap())
+            .unwrap();
+    let base = fixtures().join(case["base"].as_str().unwrap());
+    let mut lm = model::load(&base, Kind::Float, Device::Cpu).unwrap();
+    adapter::load(&mut lm, &case_dir.join("adapter_init")).unwrap();
+    let batches = read(&case_dir.join("batches.safetensors"));
+    let expected = read(&case_dir.join("expected.safetensors"));
+    let losses: Vec<f64> = Vec::try_from(&expected["losses"]).unwrap();
+    let norms: Vec<f64> = Vec::try_from(&expected["grad_norms"]).unwrap();
+    let total = case["total_steps"].as_u64().unwrap();
+    let warmup = case["warmup_steps"].as_u64().unwrap();
+    let (lr, max_norm) = (
+        case["lr"].as_f64().unwrap(),
+        case["max_grad_norm"].as_f64().unwrap(),
+    );
+
+    let mut params = trainable_params(&mut lm);
+    let mut opt = AdamW::new(&params, case["weight_decay"].as_f64().unwrap());
+    for step in 0..total as usize {
+        let micro: Vec<Batch> = (0..case["grad_accum"].as_u64().unwrap() as usize)
+            .map(|m| batch(&batches, step, m))
+            .collect();
+        let (loss, _) = accumulate_gradients(&lm, &micro, 0, step as u64, checkpointing).unwrap();
+        assert!(
+            ((loss - losses[step]) / losses[step]).abs() <= 1e-5,
+            "{name} step {step}: loss {loss} vs PEFT {}",
+            losses[step]
+        );
+        if step == 0 {
+            for (key, grad) in named_grads(&mut lm) {
+                let want = expected
+                    .get(&format!("step0.grad.{key}"))
+                    .unwrap_or_else(|| panic!("{name}: PEFT has no gradient for {key}"));
+                assert_close(&format!("{name} grad {key}"), &grad, want);
+            }
+        }
+        let norm = optim::clip_grad_norm(&params, max_norm);
+        assert!(
+            ((norm - norms[step]) / norms[step]).abs() <= 1e-5,
+            "{name} step {step}: grad norm {norm} vs {}",
+            norms[step]
+        );
+        let lr_now = optim::learning_rate(Schedule::Cosine, lr, step as u64, total, warmup);
+        opt.update(&mut params, lr_now);
+        for p in &params {
+            let _ = p.grad().zero_();
+        }
+    }
+    for (key, tensor) in adapter::state_dict(&mut lm) {
+        let want = expected
+            .get(&format!("final.{key}"))
+            .unwrap_or_else(|| panic!("{name}: PEFT has no final {key}"));
+        assert_close(&format!("{name} final {key}"), &tensor, want);
+    }
+    params.clear();
+}
+
+/// The gradient of every adapter tensor under its PEFT key.
+fn named_grads(lm: &mut model::CausalLm) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for (path, linear) in lm.linears_mut() {
+        if let Some(lora) = &linear.lora {
+            out.push((
+                format!("base_model.model.{path}.lora_A.weight"),
+                lora.a.grad(),
+            ));
+            out.push((
+                format!("base_model.model.{path}.lora_B.weight"),
+                lora.b.grad(),
+            ));
+            if let Some(m) = &lora.magnitude {
+                out.push((
+                    format!("base_model.model.{path}.lora_magnitude_vector"),
+                    m.grad(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn cases() -> Vec<std::path::PathBuf> {
+    let root = fixtures().join("train");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|_| panic!("{} missing: run scripts/oracle/build.sh", root.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("case.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(
+        dirs.len() >= 3,
+        "expected the lora, rslora and dora cases in {}",
+        root.display()
+    );
+    dirs
+}
+
+#[test]
+fn training_steps_match_peft_lora_rslora_and_dora() {
+    for case in cases() {
+        run_case(&case, false);
+    }
+}
+
+#[test]
+fn activation_checkpointing_gives_the_same_gradients() {
+    for case in cases() {
+        run_case(&case, true);
+    }
+}
