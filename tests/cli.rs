@@ -518,3 +518,34 @@ fn eval_applies_a_trained_adapter() {
         "the adapter changed nothing: {base} vs {adapted}"
     );
 }
+
+// ── loam data ──────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn data_preview_marks_trained_spans_and_counts_tokens() {
+    let dir = temp_dir("preview");
+    let recipe = write_recipe(&dir, "");
+    let out = loam(&["data", "preview", recipe.to_str().unwrap(), "-n", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[[The quick brown fox"), "{text}");
+    assert!(text.contains("23 tokens, 23 trained"), "{text}");
+    assert!(text.contains("longer than seq_len 32"), "{text}");
+}
+
+#[test]
+fn data_stats_counts_rows_tokens_and_waste() {
+    let dir = temp_dir("stats");
+    let recipe = write_recipe(&dir, "");
+    let out = loam(&["data", "stats", recipe.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "rows read        11",
+        "held out (eval)  3",
+        "truncated",
+        "padding waste",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}`: {text}");
+    }
+}

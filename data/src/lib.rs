@@ -89,6 +89,7 @@ pub mod encode;
 pub mod error;
 pub mod format;
 pub mod pack;
+pub mod preview;
 pub mod source;
 pub mod stats;
 pub mod stream;

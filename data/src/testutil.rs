@@ -107,3 +107,23 @@ pub fn byte_encoder(
     }
     Ok(Example { input_ids, labels })
 }
+
+/// A word-level [`crate::Tokenizer`] built in code: `<unk>` = 0, then `words` in order.
+pub fn word_tokenizer(words: &[&str]) -> crate::Tokenizer {
+    use tokenizers::models::wordlevel::WordLevel;
+    let vocab = std::iter::once("<unk>")
+        .chain(words.iter().copied())
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), i as u32))
+        .collect();
+    let model = WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("<unk>".into())
+        .build()
+        .unwrap();
+    let mut inner = tokenizers::Tokenizer::new(model);
+    inner.with_pre_tokenizer(Some(
+        tokenizers::pre_tokenizers::whitespace::WhitespaceSplit,
+    ));
+    crate::Tokenizer::from_parts(inner, &serde_json::json!({}), None, None, None).unwrap()
+}

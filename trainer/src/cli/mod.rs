@@ -1,6 +1,9 @@
 //! The `loam` command line. Each subcommand parses its flags here and calls the library.
 
+mod data;
 mod eval;
+mod gguf;
+mod merge;
 mod train;
 
 use anyhow::Result;
@@ -23,6 +26,13 @@ enum Command {
     Train(train::TrainArgs),
     /// Loss and perplexity of a model on a Parquet dataset.
     Eval(eval::EvalArgs),
+    /// Merge a LoRA adapter into its base model: a complete Hugging Face model directory.
+    Merge(merge::MergeArgs),
+    /// Look at a recipe's data as training sees it.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Export a model to llama.cpp's GGUF, or import a GGUF as a model directory.
+    Gguf(gguf::GgufArgs),
 }
 
 pub fn run() -> Result<()> {
@@ -30,6 +40,9 @@ pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::Gguf(args) => gguf::run(args),
+        Command::Data(command) => data::run(command),
     }
 }
 

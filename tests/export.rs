@@ -1,0 +1,463 @@
+//! End-to-end tests of what loam exports, each checked by the tool that consumes it:
+//! PEFT loads loam's adapters, loam reads PEFT's, transformers loads `loam merge` output.
+//! The Python side is scripts/oracle/check_peft.py and check_merge.py (the oracle venv).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("LOAM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/loam/fixtures"));
+    assert!(
+        dir.join("manifest.json").exists() && dir.join("train/peft-trained").exists(),
+        "fixtures missing in {}: run scripts/oracle/build.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").unwrap_or_default())
+}
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("LOAM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/loam/venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "oracle Python missing at {}: run scripts/setup.sh",
+        py.display()
+    );
+    py
+}
+
+fn text_data() -> PathBuf {
+    fixtures().join("data/text.parquet")
+}
+
+fn loam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loam"))
+        .args(args)
+        .output()
+        .expect("run loam")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed: {}", stderr(out));
+}
+
+/// A failure as users must see it: non-zero exit, one `error:` message, no panic.
+fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure; stderr: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
+    assert!(
+        err.trim_start().starts_with("error:"),
+        "no error message: {err}"
+    );
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "error should mention `{needle}`: {err}"
+        );
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loam-export-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn model(name: &str) -> PathBuf {
+    fixtures().join("models").join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
+    println!("{what}: {got:.7} vs {want:.7}");
+    assert!(
+        ((got - want) / want).abs() <= rel,
+        "{what}: {got} vs {want} (rel {:.2e} > {rel:.0e})",
+        ((got - want) / want).abs()
+    );
+}
+
+/// A small complete recipe (as in tests/cli.rs), with an eval split so the run records
+/// eval losses for the model card.
+fn write_recipe(dir: &Path, base: &str) -> PathBuf {
+    let recipe = format!(
+        r#"
+[model]
+path = "{model}"
+dtype = "f32"
+device = "cpu"
+[lora]
+r = 4
+alpha = 8
+dropout = 0.1
+targets = "all-linear"
+[data]
+seq_len = 32
+packing = true
+shuffle = true
+eval_fraction = 0.2
+train_on = "all"
+[[data.train]]
+path = "{data}"
+format = "text"
+[train]
+steps = 4
+micro_batch = 2
+grad_accum = 1
+lr = 1e-2
+warmup = 1
+checkpoint_every = 4
+eval_every = 2
+"#,
+        model = model(base).display(),
+        data = text_data().display(),
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, recipe).unwrap();
+    path
+}
+
+/// The run dir of `loam train` on `base` with `sets`, trained once per test binary.
+fn trained(base: &str, sets: &[&str]) -> PathBuf {
+    static RUNS: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let key = format!("{base} {}", sets.join(" "));
+    let mut runs = RUNS.get_or_init(Default::default).lock().unwrap();
+    if let Some(run) = runs.get(&key) {
+        return run.clone();
+    }
+    let dir = temp_dir(&format!("train-{}", runs.len()));
+    let recipe = write_recipe(&dir, base);
+    let run = dir.join("run");
+    let mut args = vec!["train", s(&recipe), "--out", s(&run)];
+    for set in sets {
+        args.extend_from_slice(&["--set", set]);
+    }
+    assert_success(&loam(&args), &format!("loam train {key}"));
+    runs.insert(key, run.clone());
+    run
+}
+
+/// `loam eval --json` loss on data/text.parquet at seq_len 64 (f32, CPU, default --train-on).
+fn loam_loss(model: &Path, adapter: Option<&Path>) -> f64 {
+    let data = text_data();
+    let mut args = vec![
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(&data),
+        "--seq-len",
+        "64",
+        "--json",
+        "--dtype",
+        "f32",
+        "--device",
+        "cpu",
+    ];
+    if let Some(a) = adapter {
+        args.extend_from_slice(&["--adapter", s(a)]);
+    }
+    let out = loam(&args);
+    assert_success(&out, "loam eval");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["loss"].as_f64().unwrap()
+}
+
+/// Runs an oracle script; returns its JSON lines.
+fn oracle(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/oracle")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run the oracle python");
+    assert_success(&out, script);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn merge(base: &Path, adapter: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "merge",
+        "--model",
+        s(base),
+        "--adapter",
+        s(adapter),
+        "--out",
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    loam(&args)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn peft_loads_loams_adapter_with_the_same_loss() {
+    let cases = [
+        ("llama-gqa", vec![]),
+        ("llama-gqa", vec!["lora.dora=true"]),
+        ("qwen2", vec!["lora.rslora=true"]),
+    ];
+    for (base, sets) in &cases {
+        let adapter = trained(base, sets).join("adapter");
+        let cfg = read_json(&adapter.join("adapter_config.json"));
+        assert_eq!(cfg["peft_type"], "LORA");
+        assert_eq!(cfg["task_type"], "CAUSAL_LM");
+        assert_eq!(cfg["use_dora"], sets.contains(&"lora.dora=true"));
+        assert_eq!(cfg["use_rslora"], sets.contains(&"lora.rslora=true"));
+        let peft = oracle(
+            "check_peft.py",
+            &[
+                "--model",
+                s(&model(base)),
+                "--data",
+                s(&text_data()),
+                s(&adapter),
+            ],
+        );
+        let p = &peft[0];
+        for field in ["missing", "unexpected", "differ"] {
+            assert_eq!(p[field], serde_json::json!([]), "{base} {sets:?}: {p}");
+        }
+        let want = p["loss"].as_f64().unwrap();
+        let got = loam_loss(&model(base), Some(&adapter));
+        assert_close(&format!("{base} {sets:?} loam vs PEFT"), got, want, 1e-4);
+        assert!(
+            (got - loam_loss(&model(base), None)).abs() > 1e-3,
+            "{base} {sets:?}: the trained adapter changes nothing"
+        );
+    }
+}
+
+#[test]
+fn loam_reads_adapters_peft_trained() {
+    let root = fixtures().join("train/peft-trained");
+    let dir = temp_dir("peft-trained");
+    for case in ["llama-lora", "qwen2-rslora", "llama-dora"] {
+        let adapter = root.join(case);
+        let base = fixtures().join(
+            read_json(&fixtures().join("train").join(case).join("case.json"))["base"]
+                .as_str()
+                .unwrap(),
+        );
+        let want = read_json(&adapter.join("eval.json"))["loss"]
+            .as_f64()
+            .unwrap();
+        assert_close(
+            &format!("{case}: loam eval --adapter vs PEFT"),
+            loam_loss(&base, Some(&adapter)),
+            want,
+            1e-4,
+        );
+        let merged = dir.join(case);
+        assert_success(&merge(&base, &adapter, &merged, &[]), "loam merge");
+        assert_close(
+            &format!("{case}: loam eval of the merged model vs PEFT"),
+            loam_loss(&merged, None),
+            want,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn merged_model_loads_in_transformers_with_the_adapters_loss() {
+    let dir = temp_dir("merged");
+    let base = model("llama-gqa");
+    let lora = trained("llama-gqa", &[]).join("adapter");
+    let dora = trained("llama-gqa", &["lora.dora=true"]).join("adapter");
+    let jobs: [(&str, &Path, &[&str]); 4] = [
+        ("lora-f32", &lora, &["--dtype", "f32"]),
+        ("dora-f32", &dora, &["--dtype", "f32"]),
+        ("lora-bf16", &lora, &["--dtype", "bf16"]),
+        ("lora-sharded", &lora, &["--shard-size", "1MB"]),
+    ];
+    let mut dirs = Vec::new();
+    for (name, adapter, extra) in jobs {
+        let out = dir.join(name);
+        assert_success(&merge(&base, adapter, &out, extra), "loam merge");
+        dirs.push(out);
+    }
+    let data = text_data();
+    let mut args = vec!["--data", s(&data)];
+    args.extend(dirs.iter().map(|d| s(d)));
+    let tf = oracle("check_merge.py", &args);
+    let tf_loss = |i: usize| tf[i]["loss"].as_f64().unwrap();
+    let (lora_loss, dora_loss) = (loam_loss(&base, Some(&lora)), loam_loss(&base, Some(&dora)));
+
+    assert_eq!(tf[0]["dtype"], "torch.float32");
+    assert_close(
+        "LoRA f32: transformers(merged) vs loam --adapter",
+        tf_loss(0),
+        lora_loss,
+        1e-4,
+    );
+    assert_close(
+        "LoRA f32: loam(merged) vs loam --adapter",
+        loam_loss(&dirs[0], None),
+        lora_loss,
+        1e-4,
+    );
+    assert_close(
+        "DoRA f32: transformers(merged) vs loam --adapter",
+        tf_loss(1),
+        dora_loss,
+        1e-4,
+    );
+    assert_close(
+        "DoRA f32: loam(merged) vs loam --adapter",
+        loam_loss(&dirs[1], None),
+        dora_loss,
+        1e-4,
+    );
+    // bf16 weights (computed in f32 here): rounding the weights to 8 mantissa bits moves the
+    // loss of these tiny models (loss ≈ 15) by about 1e-3 relative; 1e-2 is the bound.
+    assert_eq!(tf[2]["dtype"], "torch.bfloat16");
+    assert_close(
+        "LoRA bf16: transformers(merged) vs loam --adapter",
+        tf_loss(2),
+        lora_loss,
+        1e-2,
+    );
+    // The base is f32, so the default dtype is f32 and sharding changes nothing.
+    assert_eq!(tf[3]["dtype"], "torch.float32");
+    assert_close(
+        "sharded: transformers vs single file",
+        tf_loss(3),
+        tf_loss(0),
+        1e-6,
+    );
+
+    let config = read_json(&dirs[2].join("config.json"));
+    assert_eq!(
+        config["torch_dtype"], "bfloat16",
+        "llama-gqa's config is t4 layout"
+    );
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "chat_template.jinja",
+    ] {
+        assert!(dirs[0].join(f).exists(), "{f} not copied");
+    }
+    let card = std::fs::read_to_string(dirs[1].join("README.md")).unwrap();
+    assert!(card.starts_with("---\nbase_model: "), "{card}");
+    for needle in [
+        "- \"loam\"",
+        "- \"lora\"",
+        "- \"dora\"",
+        "datasets:",
+        "text.parquet",
+        "eval loss: ",
+        " → ",
+        "| r | 4 |",
+        "training_loss.svg",
+    ] {
+        assert!(
+            card.contains(needle),
+            "model card lacks `{needle}`:\n{card}"
+        );
+    }
+    assert!(dirs[1].join("training_loss.svg").exists());
+}
+
+#[test]
+fn sharded_merge_has_an_index_of_every_tensor() {
+    let dir = temp_dir("sharded");
+    let adapter = fixtures().join("train/peft-trained/llama-lora");
+    let out = dir.join("merged");
+    assert_success(
+        &merge(
+            &model("llama-gqa"),
+            &adapter,
+            &out,
+            &["--shard-size", "1MB"],
+        ),
+        "loam merge",
+    );
+    let index = read_json(&out.join("model.safetensors.index.json"));
+    let map = index["weight_map"].as_object().unwrap();
+    let mut files: Vec<&str> = map.values().map(|v| v.as_str().unwrap()).collect();
+    files.sort();
+    files.dedup();
+    let n = files.len();
+    assert!(n > 2, "expected several shards, got {files:?}");
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(*f, format!("model-{:05}-of-{n:05}.safetensors", i + 1));
+    }
+    let on_disk: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(out.join(f)).unwrap().len())
+        .sum();
+    let total = index["metadata"]["total_size"].as_u64().unwrap();
+    assert!(total <= on_disk && on_disk < total + n as u64 * 4096);
+    assert!(!out.join("model.safetensors").exists());
+    assert!(map.contains_key("model.layers.0.self_attn.q_proj.weight"));
+}
+
+#[test]
+fn merge_refuses_to_overwrite_without_force() {
+    let dir = temp_dir("force");
+    let base = model("llama-gqa");
+    let adapter = fixtures().join("train/peft-trained/llama-lora");
+    let out = dir.join("merged");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    assert_clean_failure(
+        &merge(&base, &adapter, &out, &[]),
+        &["already exists", "--force"],
+    );
+    assert!(
+        out.join("keep.txt").exists(),
+        "refusal touched the directory"
+    );
+    assert_success(
+        &merge(&base, &adapter, &out, &["--force"]),
+        "loam merge --force",
+    );
+    assert!(out.join("model.safetensors").exists() && !out.join("keep.txt").exists());
+}
+
+#[test]
+fn merging_an_adapter_made_for_another_base_fails_cleanly() {
+    let dir = temp_dir("mismatch");
+    let adapter = fixtures().join("train/peft-trained/qwen2-rslora");
+    let out = dir.join("merged");
+    assert_clean_failure(
+        &merge(&model("llama-gqa"), &adapter, &out, &[]),
+        &["adapter_model.safetensors", "another base model"],
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "partial output left behind: {left:?}");
+}

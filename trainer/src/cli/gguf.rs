@@ -1,0 +1,81 @@
+//! `loam gguf export | import`: to and from llama.cpp's GGUF.
+
+use crate::{gguf, hub};
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use loam_gguf::GgmlType;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct GgufArgs {
+    #[command(subcommand)]
+    command: GgufCommand,
+}
+
+#[derive(Subcommand)]
+enum GgufCommand {
+    /// Write a model directory as a GGUF file for llama.cpp, with an Ollama Modelfile beside it.
+    Export(ExportArgs),
+    /// Turn a GGUF file (llama or qwen2) into a Hugging Face model directory in f32.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Model directory (Hugging Face layout, e.g. from `loam merge`) or a hub id in the local cache.
+    #[arg(long)]
+    model: String,
+    /// The GGUF file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Tensor type of the weight matrices: f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 (norms and
+    /// biases stay f32).
+    #[arg(long = "type", default_value = "f16")]
+    ty: String,
+    /// Replace an existing output file (and Modelfile).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The GGUF file to read.
+    file: PathBuf,
+    /// The model directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: GgufArgs) -> Result<()> {
+    match args.command {
+        GgufCommand::Export(a) => {
+            let ty: GgmlType =
+                a.ty.parse()
+                    .map_err(|e| anyhow::anyhow!("--type {}: {e}", a.ty))?;
+            let dir = hub::resolve_model(&a.model)?;
+            let start = Instant::now();
+            let done = gguf::export(&dir, &a.out, ty, a.force)?;
+            tracing::info!(
+                "wrote {} ({} tensors, {ty}) and {} in {:.1}s",
+                done.gguf.display(),
+                done.tensors,
+                done.modelfile.display(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        GgufCommand::Import(a) => {
+            let start = Instant::now();
+            gguf::import(&a.file, &a.out, a.force)?;
+            tracing::info!(
+                "wrote {} in {:.1}s",
+                a.out.display(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! `loam merge`: bake a PEFT adapter into its base model and write a Hugging Face model dir.
+
+use crate::{hub, merge, runtime};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Base model directory (Hugging Face layout) or a hub id in the local Hugging Face cache.
+    #[arg(long)]
+    model: String,
+    /// The PEFT LoRA adapter directory to merge (e.g. `<run>/adapter` from `loam train`).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Output directory: a complete model directory transformers loads.
+    #[arg(long)]
+    out: PathBuf,
+    /// Output dtype: f32 | bf16 | f16 (default: the base checkpoint's). Merging is in f32.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Largest safetensors shard, e.g. 5GB, 500MB, 2GiB.
+    #[arg(long, default_value = "5GB")]
+    shard_size: String,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: MergeArgs) -> Result<()> {
+    let started = Instant::now();
+    let opts = merge::MergeOptions {
+        dtype: args
+            .dtype
+            .as_deref()
+            .map(runtime::parse_dtype)
+            .transpose()?,
+        shard_size: merge::parse_size(&args.shard_size)?,
+        force: args.force,
+    };
+    let model_dir = hub::resolve_model(&args.model)?;
+    let s = merge::merge(&model_dir, &args.model, &args.adapter, &args.out, &opts)?;
+    eprintln!(
+        "merged {} of {} tensors into {} ({}, {:.1} MB in {} shard{}) in {:.1}s, peak memory {}",
+        s.merged,
+        s.tensors,
+        args.out.display(),
+        runtime::dtype_name(s.dtype),
+        s.total_bytes as f64 / 1e6,
+        s.shards,
+        if s.shards == 1 { "" } else { "s" },
+        started.elapsed().as_secs_f64(),
+        runtime::peak_rss_human(),
+    );
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! `loam gguf import`: a llama / qwen2 GGUF → a Hugging Face model directory in f32.
+//!
+//! Written as transformers' own GGUF loader would: tensors dequantized to f32 with HF names,
+//! the llama Q/K row permutation undone, `config.json` from the `<arch>.*` keys, and a
+//! `tokenizer.json` rebuilt from `tokenizer.ggml.*`. Everything is checked before anything is
+//! written, the directory is built under a temporary name and renamed at the end.
+
+use super::names::{gguf_to_hf, rotary_of, unpermute_rows, Rotary};
+use super::tokenizer::Vocab;
+use crate::fsutil;
+use anyhow::{bail, Context, Result};
+use loam_gguf::{GgmlType, GgufFile};
+use serde_json::{json, Value as Json};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The GGUF architectures import understands, with the transformers class each becomes.
+pub const ARCHITECTURES: &[(&str, &str, &str)] = &[
+    ("llama", "LlamaForCausalLM", "llama"),
+    ("qwen2", "Qwen2ForCausalLM", "qwen2"),
+];
+
+/// Metadata key where `loam gguf export` keeps a Hugging Face `rope_scaling` that llama.cpp
+/// only stores as the `rope_freqs.weight` tensor (Llama 3.1 scaling).
+pub const ROPE_SCALING_KEY: &str = "loam.rope_scaling";
+
+/// One tensor to write: GGUF name, HF name, PyTorch shape, rows to un-permute by `n_heads`.
+struct Planned {
+    gguf: String,
+    hf: String,
+    shape: Vec<usize>,
+    unpermute_heads: Option<usize>,
+}
+
+/// The hyper-parameters of a GGUF decoder, read from `<arch>.*`.
+struct HParams {
+    arch: &'static str,
+    class: &'static str,
+    model_type: &'static str,
+    layers: u64,
+    hidden: u64,
+    ffn: u64,
+    heads: u64,
+    kv_heads: u64,
+    head_dim: u64,
+    context: u64,
+    rms_eps: f64,
+    rope_theta: f64,
+    rope_scaling: Option<Json>,
+}
+
+/// Imports `gguf_path` into the directory `out`. Refuses to replace `out` unless `force`.
+pub fn import(gguf_path: &Path, out: &Path, force: bool) -> Result<()> {
+    if out.exists() && !force {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            out.display()
+        );
+    }
+    let f = GgufFile::open(gguf_path)?;
+    let hp = read_hparams(&f)?;
+    let vocab = Vocab::from_gguf(&f)?;
+    let plan = plan_tensors(&f, &hp)?;
+    let vocab_size = f
+        .tensor("token_embd.weight")
+        .map(|t| t.shape()[0])
+        .unwrap_or(vocab.tokens.len());
+    let tokenizer_json = vocab.tokenizer_json()?;
+    let tied = !plan.iter().any(|p| p.gguf == "output.weight");
+    let has_qkv_bias = plan.iter().any(|p| p.gguf.ends_with("attn_q.bias"));
+
+    let tmp = temp_dir_for(out)?;
+    let result = (|| -> Result<()> {
+        write_safetensors(&f, &plan, &tmp.join("model.safetensors"))?;
+        let config = config_json(&hp, &vocab, vocab_size, tied, has_qkv_bias);
+        write_json(&tmp.join("config.json"), &config)?;
+        write_json(
+            &tmp.join("generation_config.json"),
+            &generation_config(&vocab),
+        )?;
+        write_json(&tmp.join("tokenizer.json"), &tokenizer_json)?;
+        write_json(
+            &tmp.join("tokenizer_config.json"),
+            &vocab.tokenizer_config(hp.context),
+        )?;
+        fsutil::replace_dir(&tmp, out)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn read_hparams(f: &GgufFile) -> Result<HParams> {
+    let arch_name = f.architecture()?;
+    let Some(&(arch, class, model_type)) = ARCHITECTURES.iter().find(|a| a.0 == arch_name) else {
+        bail!(
+            "{}: general.architecture is `{arch_name}`; loam imports: {}",
+            f.path().display(),
+            ARCHITECTURES
+                .iter()
+                .map(|a| a.0)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let uint = |key: &str| -> Result<u64> { Ok(f.get_uint_lossless(&format!("{arch}.{key}"))?) };
+    let float = |key: &str| -> Result<Option<f64>> {
+        let key = format!("{arch}.{key}");
+        Ok(match f.metadata(&key) {
+            None => None,
+            Some(loam_gguf::Value::F32(x)) => Some(shortest_f64(*x)),
+            Some(loam_gguf::Value::F64(x)) => Some(*x),
+            Some(v) => bail!("{key} is a {}, expected a float", v.type_name()),
+        })
+    };
+    let hidden = uint("embedding_length")?;
+    let heads = uint("attention.head_count")?;
+    let kv_heads = f
+        .get_opt::<u32>(&format!("{arch}.attention.head_count_kv"))?
+        .map_or(heads, u64::from);
+    let head_dim = f
+        .get_opt::<u32>(&format!("{arch}.attention.key_length"))?
+        .map_or(hidden / heads, u64::from);
+    if let Some(rot) = f.get_opt::<u32>(&format!("{arch}.rope.dimension_count"))? {
+        if u64::from(rot) != head_dim {
+            bail!(
+                "{}: {arch}.rope.dimension_count is {rot} but heads have {head_dim} dimensions; \
+                 partial rotary embeddings are not supported",
+                f.path().display()
+            );
+        }
+    }
+    let mut rope_scaling = None;
+    if let Some(kind) = f.get_opt::<&str>(&format!("{arch}.rope.scaling.type"))? {
+        match kind {
+            "none" => {}
+            "linear" => {
+                let factor = float("rope.scaling.factor")?.unwrap_or(1.0);
+                rope_scaling = Some(json!({"rope_type": "linear", "factor": factor}));
+            }
+            other => bail!(
+                "{}: {arch}.rope.scaling.type `{other}` is not supported (only linear)",
+                f.path().display()
+            ),
+        }
+    }
+    if f.tensor("rope_freqs.weight").is_some() {
+        let Some(text) = f.get_opt::<&str>(ROPE_SCALING_KEY)? else {
+            bail!(
+                "{}: the file has a rope_freqs.weight tensor (Llama 3.1 rope scaling) without \
+                 its parameters; loam can import that only from GGUFs loam exported",
+                f.path().display()
+            );
+        };
+        rope_scaling =
+            Some(serde_json::from_str(text).with_context(|| {
+                format!("{}: {ROPE_SCALING_KEY} is not JSON", f.path().display())
+            })?);
+    }
+    Ok(HParams {
+        arch,
+        class,
+        model_type,
+        layers: uint("block_count")?,
+        hidden,
+        ffn: uint("feed_forward_length")?,
+        heads,
+        kv_heads,
+        head_dim,
+        context: uint("context_length")?,
+        rms_eps: float("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6),
+        rope_theta: float("rope.freq_base")?.unwrap_or(10_000.0),
+        rope_scaling,
+    })
+}
+
+/// The f64 that prints like `x` (GGUF stores 1e-5 as the f32 9.99999974e-6; config.json
+/// should say 1e-05, as transformers writes it).
+fn shortest_f64(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+fn plan_tensors(f: &GgufFile, hp: &HParams) -> Result<Vec<Planned>> {
+    let mut plan = Vec::new();
+    for t in f.tensors() {
+        let name = t.name();
+        if name == "rope_freqs.weight" {
+            continue; // recomputed from rope_scaling in config.json
+        }
+        let hf = gguf_to_hf(name).with_context(|| {
+            format!(
+                "{}: tensor `{name}` has no Hugging Face counterpart in a {} model",
+                f.path().display(),
+                hp.arch
+            )
+        })?;
+        let ty = t.ggml_type();
+        if !ty.can_dequantize() {
+            bail!(
+                "{}: tensor `{name}` has type {ty}, which loam cannot dequantize (supported: {})",
+                f.path().display(),
+                GgmlType::list(GgmlType::DEQUANTIZABLE)
+            );
+        }
+        let unpermute_heads = match (hp.arch, rotary_of(&hf)) {
+            ("llama", Some(Rotary::Query)) => Some(hp.heads as usize),
+            ("llama", Some(Rotary::Key)) => Some(hp.kv_heads as usize),
+            _ => None,
+        };
+        plan.push(Planned {
+            gguf: name.to_string(),
+            hf,
+            shape: t.shape(),
+            unpermute_heads,
+        });
+    }
+    for required in ["token_embd.weight", "output_norm.weight"] {
+        if f.tensor(required).is_none() {
+            bail!("{}: tensor `{required}` is missing", f.path().display());
+        }
+    }
+    Ok(plan)
+}
+
+/// Writes one f32 safetensors file, tensor by tensor (the header's offsets are known from the
+/// shapes, so nothing is held in memory beyond the tensor being converted).
+fn write_safetensors(f: &GgufFile, plan: &[Planned], path: &Path) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for p in plan {
+        let bytes = p.shape.iter().product::<usize>() * 4;
+        header.insert(
+            p.hf.clone(),
+            json!({"dtype": "F32", "shape": p.shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut header = serde_json::to_vec(&header)?;
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&(header.len() as u64).to_le_bytes())?;
+    out.write_all(&header)?;
+    let mut bytes = Vec::new();
+    for p in plan {
+        let mut values = f.dequantize(&p.gguf)?;
+        if let Some(heads) = p.unpermute_heads {
+            let row_len = if p.shape.len() > 1 { p.shape[1] } else { 1 };
+            values = unpermute_rows(&values, row_len, heads);
+        }
+        bytes.clear();
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        out.write_all(&bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn config_json(hp: &HParams, vocab: &Vocab, vocab_size: usize, tied: bool, bias: bool) -> Json {
+    let mut rope = hp
+        .rope_scaling
+        .clone()
+        .unwrap_or(json!({"rope_type": "default"}));
+    rope["rope_theta"] = json!(hp.rope_theta);
+    let mut c = json!({
+        "architectures": [hp.class],
+        "model_type": hp.model_type,
+        "hidden_act": "silu",
+        "hidden_size": hp.hidden,
+        "intermediate_size": hp.ffn,
+        "num_hidden_layers": hp.layers,
+        "num_attention_heads": hp.heads,
+        "num_key_value_heads": hp.kv_heads,
+        "head_dim": hp.head_dim,
+        "max_position_embeddings": hp.context,
+        "rms_norm_eps": hp.rms_eps,
+        "rope_theta": hp.rope_theta,
+        "rope_parameters": rope,
+        "tie_word_embeddings": tied,
+        "vocab_size": vocab_size,
+        "bos_token_id": vocab.bos,
+        "eos_token_id": vocab.eos,
+        "pad_token_id": vocab.pad,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "use_cache": true,
+        "dtype": "float32",
+        "torch_dtype": "float32",
+    });
+    match hp.arch {
+        "llama" => {
+            c["attention_bias"] = json!(bias);
+            c["mlp_bias"] = json!(false);
+        }
+        _ => {
+            c["use_sliding_window"] = json!(false);
+            c["sliding_window"] = Json::Null;
+            c["max_window_layers"] = json!(hp.layers);
+        }
+    }
+    c
+}
+
+fn generation_config(vocab: &Vocab) -> Json {
+    json!({"bos_token_id": vocab.bos, "eos_token_id": vocab.eos, "pad_token_id": vocab.pad})
+}
+
+fn write_json(path: &Path, value: &Json) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// An empty sibling directory of `out` to build in (same filesystem, so rename works).
+fn temp_dir_for(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("{} is not a directory name", out.display()))?
+        .to_string_lossy();
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = parent.join(format!(".{name}.loam-tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    Ok(tmp)
+}

@@ -1,0 +1,16 @@
+//! GGUF in and out: llama.cpp's file format for a Hugging Face model directory.
+//!
+//! - `export`: model directory → GGUF v3 (+ Ollama Modelfile)
+//! - `import`: GGUF → model directory (f32 safetensors, config, tokenizer)
+//! - `names`: tensor names and the llama Q/K row permutation, both ways
+//! - `tokenizer`: `tokenizer.ggml.*` ↔ `tokenizer.json`
+//!
+//! The file format itself (reading, quantization, writing) is the `loam-gguf` crate.
+
+pub mod export;
+pub mod import;
+pub mod names;
+pub mod tokenizer;
+
+pub use export::export;
+pub use import::import;

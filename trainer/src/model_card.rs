@@ -1,0 +1,304 @@
+//! The model card (`README.md`) of a merged model: YAML front matter the Hugging Face Hub
+//! reads (base_model, license, language, datasets, tags), then what was merged and, when the
+//! adapter came from `loam train`, how it was trained and what it did to the eval loss.
+//!
+//! A `loam train` run directory holds `adapter/`, `recipe.toml`, `metrics.jsonl` and
+//! `checkpoints/step-N/state.json`; the card uses whichever of them exist beside the adapter.
+
+use crate::adapter::{AdapterConfig, Targets};
+use crate::recipe::Recipe;
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+use std::path::Path;
+use tch::Kind;
+
+pub struct CardInput<'a> {
+    /// The output directory being written.
+    pub out: &'a Path,
+    pub model_dir: &'a Path,
+    /// `--model` as the user typed it.
+    pub model_arg: &'a str,
+    pub adapter_dir: &'a Path,
+    pub adapter: &'a AdapterConfig,
+    pub dtype: Kind,
+}
+
+/// What the training run beside the adapter left, if anything.
+#[derive(Default)]
+struct Run {
+    recipe: Option<Recipe>,
+    losses: Vec<(f64, f64)>,
+    eval_before: Option<f64>,
+    eval_after: Option<f64>,
+}
+
+/// Writes `README.md` (and `training_loss.svg` when there is a loss curve) into `input.out`.
+pub fn write(input: &CardInput) -> Result<()> {
+    let run = read_run(input.adapter_dir);
+    let base_readme =
+        std::fs::read_to_string(input.model_dir.join("README.md")).unwrap_or_default();
+    let base_model = input
+        .adapter
+        .base_model_name_or_path
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| input.model_arg.to_string());
+    let cfg = input.adapter;
+
+    let mut yaml = String::from("---\n");
+    writeln!(yaml, "base_model: {}", quote(&base_model))?;
+    if let Some(license) = front_matter(&base_readme, "license").first() {
+        writeln!(yaml, "license: {}", quote(license))?;
+    }
+    yaml_list(
+        &mut yaml,
+        "language",
+        &front_matter(&base_readme, "language"),
+    )?;
+    let datasets: Vec<String> = run
+        .recipe
+        .iter()
+        .flat_map(|r| r.data.train.iter().map(|s| s.path.clone()))
+        .collect();
+    yaml_list(&mut yaml, "datasets", &datasets)?;
+    writeln!(yaml, "library_name: transformers")?;
+    writeln!(yaml, "pipeline_tag: text-generation")?;
+    let mut tags = vec!["loam", "lora", "merged"];
+    if cfg.use_dora {
+        tags.push("dora");
+    }
+    if cfg.use_rslora {
+        tags.push("rslora");
+    }
+    yaml_list(
+        &mut yaml,
+        "tags",
+        &tags.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    )?;
+    yaml.push_str("---\n\n");
+
+    let mut md = yaml;
+    let title = input
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".tmp").to_string())
+        .unwrap_or_default();
+    writeln!(md, "# {title}\n")?;
+    writeln!(
+        md,
+        "`{base_model}` with a LoRA adapter merged into its weights by [loam](https://example.invalid/loam) \
+         (`loam merge`), saved in {}. It loads like its base model: \
+         `AutoModelForCausalLM.from_pretrained(\"<this dir>\")`.\n",
+        crate::merge::torch_dtype_name(input.dtype)
+    )?;
+    writeln!(md, "## Adapter\n")?;
+    writeln!(md, "| | |\n|---|---|")?;
+    writeln!(
+        md,
+        "| method | {} |",
+        if cfg.use_dora { "DoRA" } else { "LoRA" }
+    )?;
+    writeln!(md, "| r | {} |", cfg.r)?;
+    writeln!(md, "| alpha | {} |", cfg.lora_alpha)?;
+    writeln!(
+        md,
+        "| scaling | {} |",
+        if cfg.use_rslora {
+            "alpha / √r (rsLoRA)"
+        } else {
+            "alpha / r"
+        }
+    )?;
+    let targets = match &cfg.target_modules {
+        Targets::One(t) => t.clone(),
+        Targets::List(list) => list.join(", "),
+    };
+    writeln!(md, "| target modules | {targets} |")?;
+    writeln!(md, "| dropout | {} |\n", cfg.lora_dropout)?;
+
+    if let Some(recipe) = &run.recipe {
+        let t = &recipe.train;
+        writeln!(md, "## Training\n")?;
+        writeln!(md, "| | |\n|---|---|")?;
+        if let Some(steps) = t.steps {
+            writeln!(md, "| steps | {steps} |")?;
+        }
+        if let Some(epochs) = t.epochs {
+            writeln!(md, "| epochs | {epochs} |")?;
+        }
+        writeln!(
+            md,
+            "| micro batch × grad accum | {} × {} |",
+            t.micro_batch, t.grad_accum
+        )?;
+        writeln!(md, "| sequence length | {} |", recipe.data.seq_len)?;
+        writeln!(
+            md,
+            "| learning rate | {} ({:?}, warmup {}) |",
+            t.lr, t.schedule, t.warmup
+        )?;
+        writeln!(md, "| weight decay | {} |", t.weight_decay)?;
+        writeln!(md, "| max grad norm | {} |", t.max_grad_norm)?;
+        writeln!(md, "| compute dtype | {} |", recipe.model.dtype)?;
+        writeln!(md, "| seed | {} |", t.seed)?;
+        writeln!(md, "| data | {} |\n", datasets.join(", "))?;
+    }
+    if !run.losses.is_empty() || run.eval_after.is_some() {
+        writeln!(md, "## Results\n")?;
+        if let Some((step, loss)) = run.losses.last() {
+            writeln!(md, "- training loss at step {step}: {loss:.4}")?;
+        }
+        match (run.eval_before, run.eval_after) {
+            (Some(b), Some(a)) => writeln!(md, "- eval loss: {b:.4} → {a:.4}")?,
+            (None, Some(a)) => writeln!(md, "- eval loss: {a:.4}")?,
+            _ => {}
+        }
+        if run.losses.len() >= 2 {
+            std::fs::write(input.out.join("training_loss.svg"), loss_svg(&run.losses))?;
+            writeln!(md, "\n![training loss](training_loss.svg)")?;
+        }
+        md.push('\n');
+    }
+    std::fs::write(input.out.join("README.md"), md)
+        .with_context(|| format!("cannot write {}", input.out.join("README.md").display()))
+}
+
+/// Reads the `loam train` run around `adapter_dir` (`<run>/adapter`); missing parts are skipped.
+fn read_run(adapter_dir: &Path) -> Run {
+    let Some(run_dir) = adapter_dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_path_buf))
+    else {
+        return Run::default();
+    };
+    let recipe_path = run_dir.join("recipe.toml");
+    let recipe = recipe_path
+        .exists()
+        .then(|| Recipe::load(&recipe_path, &[]).ok())
+        .flatten();
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let losses = metrics
+        .iter()
+        .filter_map(|m| Some((m["step"].as_f64()?, m["loss"].as_f64()?)))
+        .collect();
+    let eval_after = metrics.iter().rev().find_map(|m| m["eval_loss"].as_f64());
+    let eval_before = crate::checkpoint::latest(&run_dir)
+        .ok()
+        .flatten()
+        .and_then(|c| std::fs::read_to_string(c.join("state.json")).ok())
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["state"]["eval_before"].as_f64());
+    Run {
+        recipe,
+        losses,
+        eval_before,
+        eval_after,
+    }
+}
+
+/// A top-level key of a README's YAML front matter: `key: value` or a `- item` list below it.
+fn front_matter(readme: &str, key: &str) -> Vec<String> {
+    let mut lines = readme.lines();
+    if lines.next().map(str::trim) != Some("---") {
+        return Vec::new();
+    }
+    let body: Vec<&str> = lines.take_while(|l| l.trim() != "---").collect();
+    let unquote = |s: &str| s.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+    let Some(i) = body.iter().position(|l| l.starts_with(&format!("{key}:"))) else {
+        return Vec::new();
+    };
+    let value = body[i][key.len() + 1..].trim();
+    if !value.is_empty() {
+        let value = value.trim_start_matches('[').trim_end_matches(']');
+        return value
+            .split(',')
+            .map(unquote)
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    body[i + 1..]
+        .iter()
+        .map_while(|l| l.trim_start().strip_prefix("- "))
+        .map(unquote)
+        .collect()
+}
+
+fn yaml_list(yaml: &mut String, key: &str, items: &[String]) -> std::fmt::Result {
+    if items.is_empty() {
+        return Ok(());
+    }
+    writeln!(yaml, "{key}:")?;
+    for item in items {
+        writeln!(yaml, "- {}", quote(item))?;
+    }
+    Ok(())
+}
+
+/// A YAML scalar: a JSON string is valid YAML and escapes everything that needs it.
+fn quote(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// The training loss per step as a small SVG line chart.
+fn loss_svg(points: &[(f64, f64)]) -> String {
+    let (w, h, pad) = (640.0, 240.0, 40.0);
+    let (x0, x1) = (
+        points[0].0,
+        points[points.len() - 1].0.max(points[0].0 + 1.0),
+    );
+    let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = points
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::NEG_INFINITY, f64::max)
+        .max(lo + 1e-9);
+    let xy = |(s, l): (f64, f64)| {
+        (
+            pad + (s - x0) / (x1 - x0) * (w - 2.0 * pad),
+            h - pad - (l - lo) / (hi - lo) * (h - 2.0 * pad),
+        )
+    };
+    let line: Vec<String> = points
+        .iter()
+        .map(|&p| {
+            let (x, y) = xy(p);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>
+<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="#888"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="#888"/>
+<text x="{pad}" y="{t}" text-anchor="start">step {x0}</text><text x="{r}" y="{t}" text-anchor="end">step {x1}</text>
+<text x="2" y="{pad}">{hi:.3}</text><text x="2" y="{b}">{lo:.3}</text>
+<text x="{c}" y="16" text-anchor="middle">training loss</text>
+<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{points}"/>
+</svg>
+"##,
+        b = h - pad,
+        r = w - pad,
+        t = h - pad + 16.0,
+        c = w / 2.0,
+        points = line.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_matter_reads_scalars_inline_lists_and_block_lists() {
+        let readme = "---\nlicense: apache-2.0\nlanguage:\n- en\n- cy\ntags: [a, \"b\"]\n---\n# x\nlicense: no\n";
+        assert_eq!(front_matter(readme, "license"), ["apache-2.0"]);
+        assert_eq!(front_matter(readme, "language"), ["en", "cy"]);
+        assert_eq!(front_matter(readme, "tags"), ["a", "b"]);
+        assert!(front_matter(readme, "datasets").is_empty());
+        assert!(front_matter("# no front matter\nlicense: mit\n", "license").is_empty());
+    }
+}
