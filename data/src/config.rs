@@ -148,6 +148,9 @@ pub struct DataConfig {
     pub on_error: OnError,
     #[serde(default)]
     pub padding: Padding,
+    /// A chat template replacing the model's own: inline Jinja, or the path of a `.jinja` file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
     #[serde(default)]
     pub train: Vec<SourceConfig>,
     #[serde(default)]
@@ -166,6 +169,7 @@ impl Default for DataConfig {
             overlong: Overlong::default(),
             on_error: OnError::default(),
             padding: Padding::default(),
+            chat_template: None,
             train: Vec::new(),
             eval: Vec::new(),
         }
@@ -377,6 +381,7 @@ impl DataConfig {
         "overlong",
         "on_error",
         "padding",
+        "chat_template",
         "train",
         "eval",
     ];

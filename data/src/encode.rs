@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
+use crate::config::DataConfig;
 use crate::stream::{Encode, EncodeOptions};
 use crate::template::ChatTemplate;
 use crate::tokenize::Tokenizer;
@@ -80,6 +81,27 @@ impl Encoder {
             encoder.warnings.push(w);
         }
         Ok(encoder)
+    }
+
+    /// The encoder a recipe's `[data]` asks for: its `train_on`, and its `chat_template`
+    /// (inline Jinja or a `.jinja` file) in place of the model's own when set.
+    pub fn for_data_config(tokenizer: Tokenizer, cfg: &DataConfig) -> Result<Encoder> {
+        let template = match &cfg.chat_template {
+            None => None,
+            Some(value) => {
+                let path = std::path::Path::new(value);
+                let (origin, text) = if value.ends_with(".jinja") {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        anyhow::anyhow!("data.chat_template: cannot read {}: {e}", path.display())
+                    })?;
+                    (path.display().to_string(), text)
+                } else {
+                    ("recipe data.chat_template".to_string(), value.clone())
+                };
+                Some(ChatTemplate::from_string(&origin, &text, &tokenizer)?)
+            }
+        };
+        Encoder::new(tokenizer, template, cfg.train_on, true)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -789,5 +811,65 @@ mod tests {
             err.contains("chat_template.jinja") && err.contains("must alternate"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod recipe_template_tests {
+    use super::*;
+    use crate::testutil::word_tokenizer;
+
+    fn chat() -> Sample {
+        let msg = |role: &str, content: &str| Message {
+            role: role.into(),
+            content: content.into(),
+        };
+        Sample::Chat {
+            messages: vec![msg("user", "hello"), msg("assistant", "world")],
+        }
+    }
+
+    #[test]
+    fn a_recipe_template_replaces_the_models_and_masks_the_assistant() {
+        let tokenizer = word_tokenizer(&["USER", "BOT", "END", "hello", "world"]);
+        let cfg = DataConfig {
+            chat_template: Some(
+                "{% for m in messages %}{{ 'USER' if m.role == 'user' else 'BOT' }} {{ m.content }} END {% endfor %}\
+                 {% if add_generation_prompt %}BOT {% endif %}"
+                    .into(),
+            ),
+            ..DataConfig::default()
+        };
+        let encoder = Encoder::for_data_config(tokenizer.clone(), &cfg).unwrap();
+        let example = encoder.encode(&chat()).unwrap();
+        let words: Vec<String> = example
+            .input_ids
+            .iter()
+            .map(|&id| tokenizer.id_to_token(id).unwrap())
+            .collect();
+        assert_eq!(words, ["USER", "hello", "END", "BOT", "world", "END"]);
+        let trained: Vec<&str> = words
+            .iter()
+            .zip(&example.labels)
+            .filter(|(_, &l)| l != IGNORE_INDEX)
+            .map(|(w, _)| w.as_str())
+            .collect();
+        assert_eq!(
+            trained,
+            ["world", "END"],
+            "assistant content and its end-of-turn word"
+        );
+    }
+
+    #[test]
+    fn a_missing_template_file_is_named() {
+        let cfg = DataConfig {
+            chat_template: Some("/no/such/template.jinja".into()),
+            ..DataConfig::default()
+        };
+        let err = Encoder::for_data_config(word_tokenizer(&["a"]), &cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/no/such/template.jinja"), "{err}");
     }
 }

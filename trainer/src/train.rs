@@ -91,7 +91,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
 
     // ── data (opened first: bad data fails before the model loads) ─────────────────────
     let tokenizer = Tokenizer::from_model_dir(&model_dir)?;
-    let encoder = Arc::new(Encoder::new(tokenizer, None, recipe.data.train_on, true)?);
+    let encoder = Arc::new(Encoder::for_data_config(tokenizer, &recipe.data)?);
     let mut stream = BatchStream::new(&recipe.data, Split::Train, t.seed, 0, 1, shared(&encoder))?;
     if let Some(epochs) = t.epochs {
         stream = stream.with_epochs(epochs.ceil() as u32);
