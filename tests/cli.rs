@@ -347,6 +347,7 @@ fn resume_is_bit_identical() {
         assert!(a[0].get(key).is_some(), "metrics.jsonl lacks `{key}`");
     }
     assert!(straight.join("recipe.toml").exists());
+    assert!(straight.join("loss.png").exists(), "a finished run plots its loss curve");
     let config: serde_json::Value = serde_json::from_slice(
         &std::fs::read(straight.join("adapter/adapter_config.json")).unwrap(),
     )
@@ -548,4 +549,80 @@ fn data_stats_counts_rows_tokens_and_waste() {
     ] {
         assert!(text.contains(needle), "missing `{needle}`: {text}");
     }
+}
+
+// ── a real model ───────────────────────────────────────────────────────────────────────
+
+/// A small chat dataset written with pyarrow (the oracle environment): the user greets in
+/// English, the assistant always answers in Welsh. Held-out rows follow the same pattern.
+fn write_chat_parquet(path: &Path, rows: usize) {
+    let python = std::env::var("LOAM_VENV").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/loam/venv"));
+    let script = format!(
+        r#"
+import pyarrow as pa, pyarrow.parquet as pq
+names = ["Siân", "Rhys", "Gwen", "Dafydd", "Elin", "Owain", "Cerys", "Huw", "Nia", "Iolo"]
+rows = []
+for i in range({rows}):
+    n = names[i % len(names)]
+    rows.append([{{"role": "user", "content": f"Hello, my name is {{n}}. How do you greet me in Welsh?"}},
+                 {{"role": "assistant", "content": f"Shwmae {{n}}! Croeso, a diolch yn fawr am ofyn."}}])
+pq.write_table(pa.table({{"messages": rows}}), r"{path}", row_group_size=8)
+"#,
+        path = path.display()
+    );
+    let out = Command::new(python.join("bin/python")).arg("-c").arg(script).output().expect("run the oracle python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn smollm2_chat_sft_lowers_the_held_out_loss() {
+    let dir = temp_dir("smollm2-sft");
+    let data = dir.join("chats.parquet");
+    write_chat_parquet(&data, 30);
+    let recipe = dir.join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"
+[model]
+path = "{model}"
+dtype = "f32"
+device = "cpu"
+[lora]
+r = 8
+alpha = 16
+dropout = 0.0
+targets = ["q_proj", "v_proj"]
+[data]
+seq_len = 64
+packing = false
+train_on = "assistant"
+eval_fraction = 0.2
+[[data.train]]
+path = "{data}"
+format = "chat"
+[train]
+steps = 5
+micro_batch = 2
+grad_accum = 1
+lr = 2e-3
+warmup = 1
+eval_every = 5
+checkpoint_every = 5
+activation_checkpointing = true
+"#,
+            model = fixtures().join("models/smollm2-135m").display(),
+            data = data.display()
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let out = train(&recipe, &run, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let summary = err.lines().find(|l| l.starts_with("eval loss")).unwrap_or_else(|| panic!("no eval summary: {err}"));
+    let numbers: Vec<f64> = summary.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let (before, after) = (numbers[0], numbers[1]);
+    println!("SmolLM2 chat SFT: held-out loss {before} -> {after}");
+    assert!(after < 0.8 * before, "held-out loss should fall clearly: {before} -> {after}");
 }

@@ -21,6 +21,9 @@ pub struct TrainState {
     pub elapsed_s: f64,
     /// Loss of every step so far (the loss curve, spike detection).
     pub losses: Vec<f64>,
+    /// (step, eval loss) of every periodic eval.
+    #[serde(default)]
+    pub evals: Vec<(u64, f64)>,
     pub eval_before: Option<f64>,
 }
 

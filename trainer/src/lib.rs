@@ -20,6 +20,7 @@ pub mod merge;
 pub mod model;
 pub mod model_card;
 pub mod optim;
+pub mod plot;
 pub mod recipe;
 pub mod runtime;
 pub mod train;

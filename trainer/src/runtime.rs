@@ -57,3 +57,70 @@ pub fn peak_rss_human() -> String {
         None => "unknown".into(),
     }
 }
+
+thread_local! {
+    /// Set while [`guard`] runs: its panics become errors, so the panic hook stays quiet.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// tch panics when libtorch fails (out of memory, a shape bug). This hook keeps such a
+/// panic silent inside [`guard`], which turns it into an error; elsewhere the default hook
+/// reports it.
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !GUARDED.with(|g| g.get()) {
+            default(info)
+        }
+    }));
+}
+
+/// Runs `f`; a libtorch failure becomes an error. Running out of memory names the knobs.
+pub fn guard<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let was = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was));
+    match result {
+        Ok(result) => result,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown error");
+            if is_out_of_memory(&msg) {
+                anyhow::bail!(
+                    "{what} ran out of memory ({first}). Turn these knobs: lower train.micro_batch (raise \
+                     train.grad_accum to keep the batch), lower data.seq_len, set \
+                     train.activation_checkpointing = true, use model.dtype = \"bf16\""
+                )
+            }
+            anyhow::bail!("{what} failed inside libtorch: {first}")
+        }
+    }
+}
+
+fn is_out_of_memory(msg: &str) -> bool {
+    let m = msg.to_lowercase();
+    m.contains("out of memory") || m.contains("can't allocate memory") || m.contains("failed to allocate")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_out_of_memory_panic_becomes_an_error_with_the_knobs() {
+        install_panic_hook();
+        let err = guard("training step 3", || -> anyhow::Result<()> {
+            panic!("Torch(\"CUDA out of memory. Tried to allocate 2.00 GiB\")")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("training step 3 ran out of memory") && err.contains("train.micro_batch"), "{err}");
+        let err = guard("eval", || -> anyhow::Result<()> { panic!("shape mismatch") }).unwrap_err().to_string();
+        assert!(err.contains("eval failed inside libtorch: shape mismatch"), "{err}");
+        assert_eq!(guard("ok", || Ok(7)).unwrap(), 7);
+    }
+}

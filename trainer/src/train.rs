@@ -200,8 +200,9 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             && t.eval_every > 0
             && (state.step % t.eval_every == 0 || state.step == total_steps)
         {
-            eval_loss =
-                Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss);
+            let loss = eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss;
+            state.evals.push((state.step, loss));
+            eval_loss = Some(loss);
         }
         let line = StepMetrics {
             step: state.step,
@@ -275,6 +276,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         t.keep_checkpoints,
     )?;
     adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
+    crate::plot::loss_curve(&out_dir.join("loss.png"), &state.losses, &state.evals)?;
     Ok(Summary {
         out_dir,
         steps: state.step,

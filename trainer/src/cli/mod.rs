@@ -37,6 +37,7 @@ enum Command {
 
 pub fn run() -> Result<()> {
     init_logging();
+    crate::runtime::install_panic_hook();
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
