@@ -36,7 +36,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     texts = fixtures_models.read_text_parquet(Path(args.data))
@@ -48,7 +48,10 @@ def main() -> int:
             raise SystemExit(f"{d}: transformers' loading report is not clean: {bad}")
         dtype = str(next(model.parameters()).dtype)
         model = model.float().eval()
-        tok = AutoTokenizer.from_pretrained(d)
+        # tokenizer.json exactly as written, as loam reads it: AutoTokenizer would pick
+        # Qwen2Tokenizer for model_type qwen2 and re-pre-tokenize (the tiny qwen2 fixture
+        # carries SmolLM2's tokenizer.json, whose digit / newline splitting differs).
+        tok = PreTrainedTokenizerFast.from_pretrained(d)
         ev = common.eval_text_loss(model, tok, texts, args.seq_len)
         print(json.dumps({"model": d, "dtype": dtype, "loss": ev["loss"],
                           "tokens": ev["tokens"]}), flush=True)

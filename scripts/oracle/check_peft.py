@@ -39,10 +39,13 @@ def main() -> int:
 
     import torch
     from peft import PeftModel, get_peft_model_state_dict, load_peft_weights
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    tok = AutoTokenizer.from_pretrained(args.model)
+    # tokenizer.json exactly as written, as loam reads it: AutoTokenizer would pick
+    # Qwen2Tokenizer for model_type qwen2 and re-pre-tokenize (the tiny qwen2 fixture
+    # carries SmolLM2's tokenizer.json, whose digit / newline splitting differs).
+    tok = PreTrainedTokenizerFast.from_pretrained(args.model)
     texts = fixtures_models.read_text_parquet(Path(args.data))
     for adapter in args.adapters:
         base = fixtures_models.load_from_disk(Path(args.model), torch.float32)

@@ -45,7 +45,7 @@ pub fn next_token_nll_sum(
             IGNORE_INDEX,
             0.0,
         );
-        total = total + nll;
+        total += nll;
         start += len;
     }
     (total, count)

@@ -12,7 +12,7 @@ use loam_data::source::Source;
 use loam_data::stream::{BatchStream, Split};
 use loam_data::Tokenizer;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum DataCommand {
@@ -48,7 +48,7 @@ pub fn run(command: DataCommand) -> Result<()> {
 }
 
 /// The recipe and the encoder training would use (the model's tokenizer and template).
-fn setup(recipe: &PathBuf, sets: &[String]) -> Result<(Recipe, Encoder)> {
+fn setup(recipe: &Path, sets: &[String]) -> Result<(Recipe, Encoder)> {
     let recipe = Recipe::load(recipe, sets)?;
     let model_dir = hub::resolve_model(&recipe.model.path)?;
     let encoder = Encoder::new(

@@ -30,6 +30,9 @@ pub struct MergeArgs {
 
 pub fn run(args: MergeArgs) -> Result<()> {
     let started = Instant::now();
+    // Merging is copies and one small matmul per layer: libtorch's OpenMP workers only spin
+    // (measured on SmolLM2-135M, 2 cores: 2-3 s with one thread, 8-9 s with two).
+    tch::set_num_threads(1);
     let opts = merge::MergeOptions {
         dtype: args
             .dtype
