@@ -1,63 +1,11 @@
 //! End-to-end tests of the `loam` binary: what a user types, what a user sees.
 //! Reference numbers come from transformers via scripts/oracle (see scripts/oracle/README.md).
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("LOAM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/loam/fixtures")
-        });
-    assert!(
-        dir.join("manifest.json").exists(),
-        "fixtures missing in {}: run scripts/oracle/build.sh",
-        dir.display()
-    );
-    dir
-}
-
-fn loam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loam"))
-        .args(args)
-        .output()
-        .expect("run loam")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A failure as users must see it: non-zero exit, one `error:` message, no panic or backtrace.
-fn assert_clean_failure(out: &Output, needles: &[&str]) {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "panic: {err}"
-    );
-    assert!(
-        err.trim_start().starts_with("error:"),
-        "no error message: {err}"
-    );
-    for needle in needles {
-        assert!(
-            err.contains(needle),
-            "error should mention `{needle}`: {err}"
-        );
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loam-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn eval_json(model: &Path, data: &Path, seq_len: usize) -> serde_json::Value {
     let seq = seq_len.to_string();
@@ -347,7 +295,10 @@ fn resume_is_bit_identical() {
         assert!(a[0].get(key).is_some(), "metrics.jsonl lacks `{key}`");
     }
     assert!(straight.join("recipe.toml").exists());
-    assert!(straight.join("loss.png").exists(), "a finished run plots its loss curve");
+    assert!(
+        straight.join("loss.png").exists(),
+        "a finished run plots its loss curve"
+    );
     let config: serde_json::Value = serde_json::from_slice(
         &std::fs::read(straight.join("adapter/adapter_config.json")).unwrap(),
     )
@@ -556,7 +507,6 @@ fn data_stats_counts_rows_tokens_and_waste() {
 /// A small chat dataset written with pyarrow (the oracle environment): the user greets in
 /// English, the assistant always answers in Welsh. Held-out rows follow the same pattern.
 fn write_chat_parquet(path: &Path, rows: usize) {
-    let python = std::env::var("LOAM_VENV").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/loam/venv"));
     let script = format!(
         r#"
 import pyarrow as pa, pyarrow.parquet as pq
@@ -570,8 +520,16 @@ pq.write_table(pa.table({{"messages": rows}}), r"{path}", row_group_size=8)
 "#,
         path = path.display()
     );
-    let out = Command::new(python.join("bin/python")).arg("-c").arg(script).output().expect("run the oracle python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run the oracle python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -620,9 +578,18 @@ activation_checkpointing = true
     let out = train(&recipe, &run, &[]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    let summary = err.lines().find(|l| l.starts_with("eval loss")).unwrap_or_else(|| panic!("no eval summary: {err}"));
-    let numbers: Vec<f64> = summary.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let summary = err
+        .lines()
+        .find(|l| l.starts_with("eval loss"))
+        .unwrap_or_else(|| panic!("no eval summary: {err}"));
+    let numbers: Vec<f64> = summary
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
     let (before, after) = (numbers[0], numbers[1]);
     println!("SmolLM2 chat SFT: held-out loss {before} -> {after}");
-    assert!(after < 0.8 * before, "held-out loss should fall clearly: {before} -> {after}");
+    assert!(
+        after < 0.8 * before,
+        "held-out loss should fall clearly: {before} -> {after}"
+    );
 }

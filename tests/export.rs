@@ -2,92 +2,16 @@
 //! PEFT loads loam's adapters, loam reads PEFT's, transformers loads `loam merge` output.
 //! The Python side is scripts/oracle/check_peft.py and check_merge.py (the oracle venv).
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("LOAM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cache/loam/fixtures"));
-    assert!(
-        dir.join("manifest.json").exists() && dir.join("train/peft-trained").exists(),
-        "fixtures missing in {}: run scripts/oracle/build.sh",
-        dir.display()
-    );
-    dir
-}
-
-fn home() -> PathBuf {
-    PathBuf::from(std::env::var("HOME").unwrap_or_default())
-}
-
-fn python() -> PathBuf {
-    let venv = std::env::var_os("LOAM_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cache/loam/venv"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "oracle Python missing at {}: run scripts/setup.sh",
-        py.display()
-    );
-    py
-}
-
 fn text_data() -> PathBuf {
     fixtures().join("data/text.parquet")
-}
-
-fn loam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loam"))
-        .args(args)
-        .output()
-        .expect("run loam")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed: {}", stderr(out));
-}
-
-/// A failure as users must see it: non-zero exit, one `error:` message, no panic.
-fn assert_clean_failure(out: &Output, needles: &[&str]) {
-    let err = stderr(out);
-    assert!(!out.status.success(), "expected failure; stderr: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "panic: {err}"
-    );
-    assert!(
-        err.trim_start().starts_with("error:"),
-        "no error message: {err}"
-    );
-    for needle in needles {
-        assert!(
-            err.contains(needle),
-            "error should mention `{needle}`: {err}"
-        );
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loam-export-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn model(name: &str) -> PathBuf {
-    fixtures().join("models").join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn assert_close(what: &str, got: f64, want: f64, rel: f64) {

@@ -101,21 +101,46 @@ fn glyph(c: char) -> [u8; 7] {
 
 /// Writes `path`: train loss per step, eval losses as dots at their steps.
 pub fn loss_curve(path: &Path, train: &[f64], eval: &[(u64, f64)]) -> Result<()> {
-    let mut canvas = Canvas { px: WHITE.repeat(W * H) };
-    let finite = train.iter().chain(eval.iter().map(|(_, l)| l)).copied().filter(|l| l.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), l| (lo.min(l), hi.max(l)));
-    let (lo, hi) = if lo.is_finite() { (lo, if hi > lo { hi } else { lo + 1.0 }) } else { (0.0, 1.0) };
-    let steps = train.len().max(eval.iter().map(|(s, _)| *s as usize).max().unwrap_or(0)).max(2) as f64;
+    let mut canvas = Canvas {
+        px: WHITE.repeat(W * H),
+    };
+    let finite = train
+        .iter()
+        .chain(eval.iter().map(|(_, l)| l))
+        .copied()
+        .filter(|l| l.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), l| {
+        (lo.min(l), hi.max(l))
+    });
+    let (lo, hi) = if lo.is_finite() {
+        (lo, if hi > lo { hi } else { lo + 1.0 })
+    } else {
+        (0.0, 1.0)
+    };
+    let steps = train
+        .len()
+        .max(eval.iter().map(|(s, _)| *s as usize).max().unwrap_or(0))
+        .max(2) as f64;
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
     let at = |step: f64, loss: f64| -> (i64, i64) {
         let x = LEFT as f64 + (step - 1.0) / (steps - 1.0) * pw;
         let y = TOP as f64 + (hi - loss) / (hi - lo) * ph;
         (x.round() as i64, y.round() as i64)
     };
-    let (x0, y0, x1, y1) = (LEFT as i64, TOP as i64, (W - RIGHT) as i64, (H - BOTTOM) as i64);
+    let (x0, y0, x1, y1) = (
+        LEFT as i64,
+        TOP as i64,
+        (W - RIGHT) as i64,
+        (H - BOTTOM) as i64,
+    );
     canvas.line((x0, y1), (x1, y1), AXIS);
     canvas.line((x0, y0), (x0, y1), AXIS);
-    let points: Vec<(i64, i64)> = train.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, &l)| at(i as f64 + 1.0, l)).collect();
+    let points: Vec<(i64, i64)> = train
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.is_finite())
+        .map(|(i, &l)| at(i as f64 + 1.0, l))
+        .collect();
     for pair in points.windows(2) {
         canvas.line(pair[0], pair[1], TRAIN);
     }
@@ -129,7 +154,8 @@ pub fn loss_curve(path: &Path, train: &[f64], eval: &[(u64, f64)]) -> Result<()>
     canvas.text(x1 - 12 * last.len() as i64, y1 + 10, &last, AXIS);
 
     let tmp = path.with_extension("png.tmp");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), W as u32, H as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);

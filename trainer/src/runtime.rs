@@ -88,7 +88,10 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Re
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown error");
+            let first = msg
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("unknown error");
             if is_out_of_memory(&msg) {
                 anyhow::bail!(
                     "{what} ran out of memory ({first}). Turn these knobs: lower train.micro_batch (raise \
@@ -103,7 +106,9 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Re
 
 fn is_out_of_memory(msg: &str) -> bool {
     let m = msg.to_lowercase();
-    m.contains("out of memory") || m.contains("can't allocate memory") || m.contains("failed to allocate")
+    m.contains("out of memory")
+        || m.contains("can't allocate memory")
+        || m.contains("failed to allocate")
 }
 
 #[cfg(test)]
@@ -118,9 +123,19 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(err.contains("training step 3 ran out of memory") && err.contains("train.micro_batch"), "{err}");
-        let err = guard("eval", || -> anyhow::Result<()> { panic!("shape mismatch") }).unwrap_err().to_string();
-        assert!(err.contains("eval failed inside libtorch: shape mismatch"), "{err}");
+        assert!(
+            err.contains("training step 3 ran out of memory") && err.contains("train.micro_batch"),
+            "{err}"
+        );
+        let err = guard("eval", || -> anyhow::Result<()> {
+            panic!("shape mismatch")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("eval failed inside libtorch: shape mismatch"),
+            "{err}"
+        );
         assert_eq!(guard("ok", || Ok(7)).unwrap(), 7);
     }
 }

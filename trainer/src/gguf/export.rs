@@ -188,7 +188,7 @@ fn plan_tensors(spec: &ModelSpec, arch: &str, ty: GgmlType) -> Vec<Planned> {
 fn tensor_type(shape: &[i64], ty: GgmlType) -> GgmlType {
     if shape.len() < 2 {
         GgmlType::F32
-    } else if shape[shape.len() - 1] as usize % ty.block_size() != 0 {
+    } else if !(shape[shape.len() - 1] as usize).is_multiple_of(ty.block_size()) {
         GgmlType::F16
     } else {
         ty

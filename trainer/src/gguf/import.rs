@@ -67,12 +67,19 @@ pub fn import(gguf_path: &Path, out: &Path, force: bool) -> Result<()> {
         .unwrap_or(vocab.tokens.len());
     let tokenizer_json = vocab.tokenizer_json()?;
     let tied = !plan.iter().any(|p| p.gguf == "output.weight");
-    let has_qkv_bias = plan.iter().any(|p| p.gguf.ends_with("attn_q.bias"));
+    let has_bias = |module: &str| {
+        plan.iter()
+            .any(|p| p.gguf.ends_with(&format!("{module}.bias")))
+    };
+    let biases = Biases {
+        attention: has_bias("attn_q") || has_bias("attn_output"),
+        mlp: has_bias("ffn_gate"),
+    };
 
     let tmp = temp_dir_for(out)?;
     let result = (|| -> Result<()> {
         write_safetensors(&f, &plan, &tmp.join("model.safetensors"))?;
-        let config = config_json(&hp, &vocab, vocab_size, tied, has_qkv_bias);
+        let config = config_json(&hp, &vocab, vocab_size, tied, biases);
         write_json(&tmp.join("config.json"), &config)?;
         write_json(
             &tmp.join("generation_config.json"),
@@ -261,7 +268,13 @@ fn write_safetensors(f: &GgufFile, plan: &[Planned], path: &Path) -> Result<()> 
     Ok(())
 }
 
-fn config_json(hp: &HParams, vocab: &Vocab, vocab_size: usize, tied: bool, bias: bool) -> Json {
+/// Which optional biases the file has (Llama's `attention_bias` / `mlp_bias`).
+struct Biases {
+    attention: bool,
+    mlp: bool,
+}
+
+fn config_json(hp: &HParams, vocab: &Vocab, vocab_size: usize, tied: bool, biases: Biases) -> Json {
     let mut rope = hp
         .rope_scaling
         .clone()
@@ -294,8 +307,8 @@ fn config_json(hp: &HParams, vocab: &Vocab, vocab_size: usize, tied: bool, bias:
     });
     match hp.arch {
         "llama" => {
-            c["attention_bias"] = json!(bias);
-            c["mlp_bias"] = json!(false);
+            c["attention_bias"] = json!(biases.attention);
+            c["mlp_bias"] = json!(biases.mlp);
         }
         _ => {
             c["use_sliding_window"] = json!(false);

@@ -101,7 +101,7 @@ fn reorder_rows(
 ) -> Vec<f32> {
     let rows = data.len() / row_len;
     assert!(
-        n_heads > 0 && rows % (2 * n_heads) == 0,
+        n_heads > 0 && rows.is_multiple_of(2 * n_heads),
         "{rows} rows do not split into {n_heads} rotary heads"
     );
     let head = rows / n_heads;

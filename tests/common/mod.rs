@@ -1,0 +1,93 @@
+//! Helpers shared by the end-to-end tests: where the oracle's fixtures and Python are, how
+//! to run the `loam` binary, and what a clean failure looks like to a user.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn home() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").unwrap_or_default())
+}
+
+/// `$LOAM_FIXTURES` (default `~/.cache/loam/fixtures`); fails the test when the oracle
+/// never built them: a reference test must not pass without its reference.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("LOAM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/loam/fixtures"));
+    assert!(
+        dir.join("manifest.json").exists(),
+        "fixtures missing in {}: run scripts/oracle/build.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// The oracle environment's Python (`$LOAM_VENV/bin/python`).
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("LOAM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/loam/venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "oracle Python missing at {}: run scripts/setup.sh",
+        py.display()
+    );
+    py
+}
+
+/// A fixture model directory.
+pub fn model(name: &str) -> PathBuf {
+    fixtures().join("models").join(name)
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn loam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loam"))
+        .args(args)
+        .output()
+        .expect("run loam")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed: {}", stderr(out));
+}
+
+/// A failure as users must see it: non-zero exit, one `error:` message, no panic or backtrace.
+pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
+    assert!(
+        err.trim_start().starts_with("error:"),
+        "no error message: {err}"
+    );
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "error should mention `{needle}`: {err}"
+        );
+    }
+}
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loam-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,381 @@
+//! End-to-end tests of `loam gguf import | export`.
+//!
+//! References: transformers' own conversion of SmolLM2's GGUF (`models/smollm2-135m` in the
+//! fixtures, see scripts/oracle/fixtures_models.py), and scripts/oracle/check_gguf_export.py,
+//! which reads exported files with the `gguf` package (and transformers' GGUF loader).
+
+mod common;
+use common::*;
+
+use loam_data::Tokenizer;
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn smollm2_gguf() -> PathBuf {
+    fixtures().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn import(file: &Path, out: &Path) {
+    let out = loam(&["gguf", "import", s(file), "--out", s(out)]);
+    assert_success(&out, "loam gguf import");
+}
+
+fn export(model: &Path, out: &Path, ty: &str) {
+    let out = loam(&[
+        "gguf",
+        "export",
+        "--model",
+        s(model),
+        "--out",
+        s(out),
+        "--type",
+        ty,
+    ]);
+    assert_success(&out, "loam gguf export");
+}
+
+fn eval_loss(model: &Path) -> f64 {
+    let data = fixtures().join("data/text.parquet");
+    let out = loam(&[
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(&data),
+        "--seq-len",
+        "256",
+        "--json",
+        "--dtype",
+        "f32",
+        "--device",
+        "cpu",
+    ]);
+    assert_success(&out, "loam eval");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["loss"].as_f64().unwrap()
+}
+
+fn assert_same_loss(a: f64, b: f64, rel: f64, what: &str) {
+    assert!(
+        ((a - b) / b).abs() <= rel,
+        "{what}: loss {a} vs {b} (rel {:.2e} > {rel:.0e})",
+        ((a - b) / b).abs()
+    );
+}
+
+/// Runs scripts/oracle/check_gguf_export.py on an exported file.
+fn check_export(file: &Path, model: &Path, extra: &[&str]) {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/oracle/check_gguf_export.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(file)
+        .arg(model)
+        .args(extra)
+        .output()
+        .expect("run the oracle python");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check_gguf_export.py failed:\n{report}\n{}",
+        stderr(&out)
+    );
+    eprintln!("{}", report.trim());
+}
+
+const TEXTS: &[&str] = &[
+    "Hello world! The year 2024 had 366 days.",
+    "Mae'r tywydd yn braf heddiw; ŵyr, ŷd a chân.",
+    "Привет, мир! Как дела?",
+    "日本語のテキストと中文文本。",
+    "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+    "emoji 🤗🚀 café naïve\t\ttabs   spaces\n\n",
+    "def f(x):\n    return x ** 2  # 12345",
+];
+
+#[test]
+fn importing_smollm2_q4_1_equals_transformers_conversion() {
+    let dir = temp_dir("import-smollm2");
+    let out = dir.join("smollm2");
+    import(&smollm2_gguf(), &out);
+    let reference = model("smollm2-135m");
+
+    // Every tensor: same names, shapes, and values (both are gguf-py-exact dequantizations).
+    let ours = std::fs::read(out.join("model.safetensors")).unwrap();
+    let theirs = std::fs::read(reference.join("model.safetensors")).unwrap();
+    let (ours, theirs) = (
+        SafeTensors::deserialize(&ours).unwrap(),
+        SafeTensors::deserialize(&theirs).unwrap(),
+    );
+    let mut names: Vec<String> = ours.names().into_iter().map(str::to_string).collect();
+    let mut expected: Vec<String> = theirs.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    expected.sort();
+    assert_eq!(names, expected);
+    for name in &names {
+        let (a, b) = (ours.tensor(name).unwrap(), theirs.tensor(name).unwrap());
+        assert_eq!(a.shape(), b.shape(), "{name}");
+        assert_eq!(a.dtype(), b.dtype(), "{name}");
+        let max = a
+            .data()
+            .chunks_exact(4)
+            .zip(b.data().chunks_exact(4))
+            .map(|(x, y)| {
+                let x = f32::from_le_bytes(x.try_into().unwrap());
+                let y = f32::from_le_bytes(y.try_into().unwrap());
+                (x - y).abs()
+            })
+            .fold(0f32, f32::max);
+        assert!(max <= 1e-5, "{name}: max abs difference {max}");
+    }
+
+    // The rebuilt tokenizer gives transformers' ids.
+    let (ours, theirs) = (
+        Tokenizer::from_model_dir(&out).unwrap(),
+        Tokenizer::from_model_dir(&reference).unwrap(),
+    );
+    for text in TEXTS {
+        assert_eq!(
+            ours.encode(text, true).unwrap(),
+            theirs.encode(text, true).unwrap(),
+            "{text:?}"
+        );
+    }
+    assert_eq!(ours.eos_token_id(), theirs.eos_token_id());
+    assert_eq!(ours.bos_token_id(), theirs.bos_token_id());
+
+    assert_same_loss(
+        eval_loss(&out),
+        eval_loss(&reference),
+        1e-5,
+        "imported vs transformers' conversion",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn f32_export_round_trips_through_import_for_every_family() {
+    let dir = temp_dir("roundtrip");
+    // llama-gqa has Llama 3.1 rope scaling, qwen2 q/k/v biases, mistral becomes `llama`.
+    for name in [
+        "llama-gqa",
+        "qwen2",
+        "mistral",
+        "llama-mqa-tied",
+        "qwen2-tied",
+    ] {
+        let src = model(name);
+        let file = dir.join(name).join("model.gguf");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        export(&src, &file, "f32");
+        assert!(dir.join(name).join("Modelfile").exists());
+        check_export(&file, &src, &[]);
+        let back = dir.join(format!("{name}-back"));
+        import(&file, &back);
+        assert_same_loss(eval_loss(&back), eval_loss(&src), 1e-5, name);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tiny_models_export_in_every_type() {
+    let dir = temp_dir("types");
+    for ty in ["f16", "bf16", "q8_0"] {
+        for name in ["llama-gqa", "qwen2"] {
+            let file = dir.join(format!("{name}-{ty}")).join("model.gguf");
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            export(&model(name), &file, ty);
+            check_export(&file, &model(name), &[]);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn smollm2_q8_0_export_dequantizes_within_tolerance() {
+    let dir = temp_dir("smollm2-q8");
+    let file = dir.join("smollm2.q8_0.gguf");
+    export(&model("smollm2-135m"), &file, "q8_0");
+    check_export(&file, &model("smollm2-135m"), &[]);
+    let modelfile = std::fs::read_to_string(dir.join("Modelfile")).unwrap();
+    assert!(
+        modelfile.contains("FROM ./smollm2.q8_0.gguf"),
+        "{modelfile}"
+    );
+    assert!(
+        modelfile.contains("PARAMETER stop \"<|im_end|>\""),
+        "{modelfile}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn smollm2_f16_export_loads_in_transformers_with_the_same_predictions() {
+    let dir = temp_dir("smollm2-f16");
+    let file = dir.join("smollm2.f16.gguf");
+    export(&model("smollm2-135m"), &file, "f16");
+    check_export(&file, &model("smollm2-135m"), &["--transformers"]);
+    // And back: the f16 round trip stays close to the f32 original.
+    let back = dir.join("back");
+    import(&file, &back);
+    assert_same_loss(
+        eval_loss(&back),
+        eval_loss(&model("smollm2-135m")),
+        1e-3,
+        "f16 round trip",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn import_refuses_to_overwrite_without_force() {
+    let dir = temp_dir("force");
+    let out = dir.join("existing");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let res = loam(&["gguf", "import", s(&smollm2_gguf()), "--out", s(&out)]);
+    assert_clean_failure(&res, &["already exists", "--force"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    let res = loam(&[
+        "gguf",
+        "import",
+        s(&smollm2_gguf()),
+        "--out",
+        s(&out),
+        "--force",
+    ]);
+    assert_success(&res, "import --force");
+    assert!(out.join("model.safetensors").exists() && !out.join("keep.txt").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn export_refuses_to_overwrite_without_force() {
+    let dir = temp_dir("export-force");
+    let file = dir.join("m.gguf");
+    std::fs::write(&file, "mine").unwrap();
+    let res = loam(&[
+        "gguf",
+        "export",
+        "--model",
+        s(&model("qwen2")),
+        "--out",
+        s(&file),
+    ]);
+    assert_clean_failure(&res, &["already exists", "--force"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unknown_architecture_is_a_clear_error_with_no_output() {
+    let dir = temp_dir("unknown-arch");
+    let out = dir.join("out");
+    let res = loam(&[
+        "gguf",
+        "import",
+        s(&fixtures().join("gguf/synthetic.gguf")),
+        "--out",
+        s(&out),
+    ]);
+    assert_clean_failure(&res, &["loamtest", "llama", "qwen2"]);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "partial output left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn corrupt_gguf_is_a_clear_error_with_no_output() {
+    let dir = temp_dir("corrupt");
+    let bytes = std::fs::read(smollm2_gguf()).unwrap();
+    let file = dir.join("truncated.gguf");
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let out = dir.join("out");
+    let res = loam(&["gguf", "import", s(&file), "--out", s(&out)]);
+    assert_clean_failure(&res, &["truncated.gguf"]);
+    assert!(!out.exists());
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "partial output left behind: {names:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tensor_type_loam_cannot_dequantize_is_named() {
+    use loam_gguf::{GgmlType, GgufWriter};
+    let dir = temp_dir("bad-type");
+    let file = dir.join("iq4.gguf");
+    let mut w = GgufWriter::new(&file);
+    w.add_metadata("general.architecture", "llama").unwrap();
+    for (k, v) in [
+        ("llama.embedding_length", 32u32),
+        ("llama.attention.head_count", 2),
+        ("llama.block_count", 0),
+        ("llama.feed_forward_length", 64),
+        ("llama.context_length", 128),
+    ] {
+        w.add_metadata(k, v).unwrap();
+    }
+    w.add_metadata("tokenizer.ggml.model", "gpt2").unwrap();
+    w.add_metadata(
+        "tokenizer.ggml.tokens",
+        vec!["a".to_string(), "b".to_string()],
+    )
+    .unwrap();
+    w.add_tensor("token_embd.weight", &[32, 2], GgmlType::IQ4_NL)
+        .unwrap();
+    w.add_tensor("output_norm.weight", &[32], GgmlType::F32)
+        .unwrap();
+    let mut d = w.start_data().unwrap();
+    let n = GgmlType::IQ4_NL.bytes_for(64).unwrap() as usize;
+    d.write_tensor_bytes("token_embd.weight", &vec![0u8; n])
+        .unwrap();
+    d.write_tensor_f32("output_norm.weight", &[1.0; 32])
+        .unwrap();
+    d.finish().unwrap();
+    let out = dir.join("out");
+    let res = loam(&["gguf", "import", s(&file), "--out", s(&out)]);
+    assert_clean_failure(&res, &["token_embd.weight", "IQ4_NL"]);
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn export_of_an_unsupported_family_or_type_is_a_clear_error() {
+    let dir = temp_dir("export-bad");
+    let res = loam(&[
+        "gguf",
+        "export",
+        "--model",
+        s(&model("qwen3")),
+        "--out",
+        s(&dir.join("q3.gguf")),
+    ]);
+    assert_clean_failure(&res, &["Qwen3ForCausalLM", "Llama, Mistral and Qwen2"]);
+    let res = loam(&[
+        "gguf",
+        "export",
+        "--model",
+        s(&model("qwen2")),
+        "--out",
+        s(&dir.join("x.gguf")),
+        "--type",
+        "q9_9",
+    ]);
+    assert_clean_failure(&res, &["--type", "q9_9"]);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "partial output left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
