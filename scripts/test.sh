@@ -8,4 +8,4 @@ scripts/setup.sh
 source scripts/env.sh
 scripts/oracle/build.sh
 printf '\033[1m[test]\033[0m cargo test (release)\n' >&2
-cargo test --release --locked --workspace "$@"
+cargo test --release --locked --workspace --no-fail-fast "$@"

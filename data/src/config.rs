@@ -720,6 +720,7 @@ mod tests {
         s.overlong = Some(Overlong::Drop);
         s.on_error = Some(OnError::Skip);
         let cfg = DataConfig {
+            chat_template: Some("{{ messages }}".into()),
             train: vec![s.clone()],
             eval: vec![s],
             ..DataConfig::default()
