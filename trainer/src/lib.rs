@@ -1,10 +1,13 @@
 //! loam: LoRA fine-tuning for open language models on libtorch.
 //!
 //! - `model/`: base models in the Hugging Face layout (one decoder for Llama, Mistral, Qwen2/3)
-//! - `weights`: memory-mapped safetensors checkpoints
-//! - `hub`: finding a model directory (local or in the Hugging Face cache)
-//! - `loss`: masked, chunked next-token cross-entropy
+//! - `weights`: memory-mapped safetensors checkpoints; `hub`: finding a model directory
+//! - `lora`: the LoRA / DoRA math; `adapter`: PEFT adapter directories
+//! - `train`: the training recipe, top to bottom, over `recipe`, `optim`, `loss`,
+//!   `checkpoint` and `plot`
 //! - `eval`: held-out loss and perplexity
+//! - `merge` + `model_card`: merged model directories; `gguf/`: GGUF import and export
+//! - `runtime`: devices, dtypes, memory, libtorch failures; `fsutil`: atomic outputs
 //! - `cli`: the `loam` command line, a thin layer over the above
 
 pub mod adapter;

@@ -115,7 +115,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
 
     // ── model + adapter ────────────────────────────────────────────────────────────────
     let mut lm = model::load(&model_dir, kind, device)?;
-    let adapter_cfg = attach_adapter(&mut lm, &recipe, &model_dir)?;
+    let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
     let mut params = trainable_params(&mut lm);
     let n_params: i64 = params.iter().map(Tensor::numel).map(|n| n as i64).sum();
     tracing::info!(
@@ -302,7 +302,7 @@ fn shared(
 }
 
 /// A fresh adapter from `[lora]`, or the PEFT adapter `lora.from` names (its own r/alpha/targets).
-fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe, model_dir: &Path) -> Result<AdapterConfig> {
+fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe) -> Result<AdapterConfig> {
     let l = &recipe.lora;
     if !l.from.is_empty() {
         let cfg = adapter::load(lm, Path::new(&l.from))
@@ -322,8 +322,8 @@ fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe, model_dir: &Path) -> Resul
         use_dora: l.dora,
         lora_dropout: l.dropout,
         bias: "none".into(),
-        base_model_name_or_path: Some(recipe.model.path.clone())
-            .or_else(|| Some(model_dir.display().to_string())),
+        // As the user named it (a hub id or a path), as PEFT records it.
+        base_model_name_or_path: Some(recipe.model.path.clone()),
         inference_mode: false,
         fan_in_fan_out: false,
         rank_pattern: Default::default(),
