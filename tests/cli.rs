@@ -186,48 +186,6 @@ fn missing_data_file_is_a_clear_error() {
 
 // ── loam train ─────────────────────────────────────────────────────────────────────────
 
-/// A small but complete run on a tiny fixture model: dropout, shuffle, packing and
-/// gradient accumulation all on, checkpoints every 2 steps.
-fn write_recipe(dir: &Path, extra: &str) -> PathBuf {
-    let f = fixtures();
-    let recipe = format!(
-        r#"
-[model]
-path = "{model}"
-dtype = "f32"
-device = "cpu"
-[lora]
-r = 4
-alpha = 8
-dropout = 0.1
-targets = "all-linear"
-[data]
-seq_len = 32
-packing = true
-shuffle = true
-eval_fraction = 0.2
-train_on = "all"
-[[data.train]]
-path = "{data}"
-format = "text"
-[train]
-steps = 6
-micro_batch = 2
-grad_accum = 2
-lr = 1e-2
-warmup = 1
-checkpoint_every = 2
-eval_every = 3
-{extra}
-"#,
-        model = f.join("models/llama-gqa").display(),
-        data = f.join("data/text.parquet").display(),
-    );
-    let path = dir.join("recipe.toml");
-    std::fs::write(&path, recipe).unwrap();
-    path
-}
-
 fn train(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",
@@ -254,7 +212,7 @@ fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn resume_is_bit_identical() {
     let dir = temp_dir("resume");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let straight = dir.join("straight");
     let out = train(&recipe, &straight, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -316,7 +274,7 @@ fn resume_is_bit_identical() {
 #[test]
 fn resume_continues_to_a_larger_step_count() {
     let dir = temp_dir("more-steps");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let run = dir.join("run");
     assert!(train(&recipe, &run, &[]).status.success());
     let out = train(&recipe, &run, &["--resume", "--set", "train.steps=8"]);
@@ -334,7 +292,7 @@ fn resume_continues_to_a_larger_step_count() {
 #[test]
 fn a_second_run_into_the_same_directory_needs_resume() {
     let dir = temp_dir("exists");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let run = dir.join("run");
     assert!(train(&recipe, &run, &["--stop-after", "2"])
         .status
@@ -345,7 +303,7 @@ fn a_second_run_into_the_same_directory_needs_resume() {
 #[test]
 fn a_half_written_checkpoint_is_ignored_on_resume() {
     let dir = temp_dir("half");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let run = dir.join("run");
     assert!(train(&recipe, &run, &["--stop-after", "4"])
         .status
@@ -364,7 +322,7 @@ fn a_half_written_checkpoint_is_ignored_on_resume() {
 #[test]
 fn a_run_killed_with_sigkill_resumes() {
     let dir = temp_dir("sigkill");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let run = dir.join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_loam"))
         .args([
@@ -409,7 +367,7 @@ fn a_run_killed_with_sigkill_resumes() {
 
 fn bad_recipe(extra_sets: &[&str], needles: &[&str]) {
     let dir = temp_dir("bad");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let mut args = vec![];
     for s in extra_sets {
         args.push("--set");
@@ -437,7 +395,7 @@ fn bad_recipes_get_one_clear_message_each() {
 #[test]
 fn eval_applies_a_trained_adapter() {
     let dir = temp_dir("eval-adapter");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let run = dir.join("run");
     assert!(train(&recipe, &run, &[]).status.success());
     let model = fixtures().join("models/llama-gqa");
@@ -476,7 +434,7 @@ fn eval_applies_a_trained_adapter() {
 #[test]
 fn data_preview_marks_trained_spans_and_counts_tokens() {
     let dir = temp_dir("preview");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let out = loam(&["data", "preview", recipe.to_str().unwrap(), "-n", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -488,7 +446,7 @@ fn data_preview_marks_trained_spans_and_counts_tokens() {
 #[test]
 fn data_stats_counts_rows_tokens_and_waste() {
     let dir = temp_dir("stats");
-    let recipe = write_recipe(&dir, "");
+    let recipe = write_recipe(&dir, "llama-gqa");
     let out = loam(&["data", "stats", recipe.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -23,46 +23,6 @@ fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
     );
 }
 
-/// A small complete recipe (as in tests/cli.rs), with an eval split so the run records
-/// eval losses for the model card.
-fn write_recipe(dir: &Path, base: &str) -> PathBuf {
-    let recipe = format!(
-        r#"
-[model]
-path = "{model}"
-dtype = "f32"
-device = "cpu"
-[lora]
-r = 4
-alpha = 8
-dropout = 0.1
-targets = "all-linear"
-[data]
-seq_len = 32
-packing = true
-shuffle = true
-eval_fraction = 0.2
-train_on = "all"
-[[data.train]]
-path = "{data}"
-format = "text"
-[train]
-steps = 4
-micro_batch = 2
-grad_accum = 1
-lr = 1e-2
-warmup = 1
-checkpoint_every = 4
-eval_every = 2
-"#,
-        model = model(base).display(),
-        data = text_data().display(),
-    );
-    let path = dir.join("recipe.toml");
-    std::fs::write(&path, recipe).unwrap();
-    path
-}
-
 /// The run dir of `loam train` on `base` with `sets`, trained once per test binary.
 fn trained(base: &str, sets: &[&str]) -> PathBuf {
     static RUNS: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();

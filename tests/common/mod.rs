@@ -91,3 +91,44 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A small but complete training recipe on the tiny fixture model `base`: dropout, shuffle,
+/// packing and gradient accumulation all on, an eval split, checkpoints every 2 steps.
+pub fn write_recipe(dir: &Path, base: &str) -> PathBuf {
+    let f = fixtures();
+    let recipe = format!(
+        r#"
+[model]
+path = "{model}"
+dtype = "f32"
+device = "cpu"
+[lora]
+r = 4
+alpha = 8
+dropout = 0.1
+targets = "all-linear"
+[data]
+seq_len = 32
+packing = true
+shuffle = true
+eval_fraction = 0.2
+train_on = "all"
+[[data.train]]
+path = "{data}"
+format = "text"
+[train]
+steps = 6
+micro_batch = 2
+grad_accum = 2
+lr = 1e-2
+warmup = 1
+checkpoint_every = 2
+eval_every = 3
+"#,
+        model = f.join("models").join(base).display(),
+        data = f.join("data/text.parquet").display(),
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, recipe).unwrap();
+    path
+}
