@@ -80,6 +80,12 @@ fn eval_truncates_rows_to_seq_len_like_transformers() {
     );
 }
 
+/// `loam eval` of the model in `dir` on the fixture text file, as a user would run it.
+fn eval_text(dir: &Path) -> Output {
+    let data = fixtures().join("data/text.parquet");
+    loam(&["eval", "--model", s(dir), "--data", s(&data)])
+}
+
 #[test]
 fn missing_model_directory_is_a_clear_error() {
     let out = loam(&["eval", "--model", "/no/such/model", "--data", "x.parquet"]);
@@ -95,14 +101,7 @@ fn unsupported_architecture_lists_the_supported_ones() {
             "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}"#,
     )
     .unwrap();
-    let data = fixtures().join("data/text.parquet");
-    let out = loam(&[
-        "eval",
-        "--model",
-        dir.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let out = eval_text(&dir);
     assert_clean_failure(
         &out,
         &[
@@ -133,14 +132,7 @@ fn corrupt_safetensors_names_the_file() {
         b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all",
     )
     .unwrap();
-    let data = fixtures().join("data/text.parquet");
-    let out = loam(&[
-        "eval",
-        "--model",
-        dir.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let out = eval_text(&dir);
     assert_clean_failure(&out, &["model.safetensors", "not a valid safetensors"]);
 }
 
@@ -153,14 +145,7 @@ fn wrong_shape_names_the_tensor_and_both_shapes() {
     let inter = config["intermediate_size"].as_i64().unwrap();
     config["intermediate_size"] = (inter + 1).into();
     std::fs::write(&config_path, config.to_string()).unwrap();
-    let data = fixtures().join("data/text.parquet");
-    let out = loam(&[
-        "eval",
-        "--model",
-        dir.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let out = eval_text(&dir);
     assert_clean_failure(
         &out,
         &[
