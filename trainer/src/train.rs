@@ -5,7 +5,7 @@
 
 use crate::adapter::{self, AdapterConfig};
 use crate::checkpoint::{self, TrainState};
-use crate::eval::{self, EvalResult};
+use crate::eval;
 use crate::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use crate::model::{self, CausalLm, Positions};
 use crate::optim::{self, AdamW};
@@ -44,8 +44,9 @@ pub struct Summary {
     pub steps: u64,
     pub tokens: i64,
     pub wall_s: f64,
-    pub eval_before: Option<EvalResult>,
-    pub eval_after: Option<EvalResult>,
+    /// Held-out loss before the first step and after the last (when there is an eval split).
+    pub eval_loss_before: Option<f64>,
+    pub eval_loss_after: Option<f64>,
     /// False when the run stopped early (`--stop-after`) and waits for `--resume`.
     pub finished: bool,
 }
@@ -247,8 +248,8 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
                 steps: state.step,
                 tokens: state.tokens,
                 wall_s: state.elapsed_s,
-                eval_before: None,
-                eval_after: None,
+                eval_loss_before: None,
+                eval_loss_after: None,
                 finished: false,
             });
         }
@@ -256,13 +257,8 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     bar.finish_and_clear();
 
     // ── save ───────────────────────────────────────────────────────────────────────────
-    let eval_after = if has_eval {
-        Some(eval::evaluate(
-            &lm,
-            eval_examples()?,
-            recipe.data.seq_len,
-            None,
-        )?)
+    let eval_loss_after = if has_eval {
+        Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss)
     } else {
         None
     };
@@ -282,13 +278,8 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         steps: state.step,
         tokens: state.tokens,
         wall_s: state.elapsed_s,
-        eval_before: state.eval_before.map(|loss| EvalResult {
-            loss,
-            perplexity: loss.exp(),
-            tokens: 0,
-            rows: 0,
-        }),
-        eval_after,
+        eval_loss_before: state.eval_before,
+        eval_loss_after,
         finished: true,
     })
 }

@@ -53,10 +53,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if !s.finished {
         return Ok(());
     }
-    let evals = match (&s.eval_before, &s.eval_after) {
+    let evals = match (s.eval_loss_before, s.eval_loss_after) {
         (Some(b), Some(a)) => format!(
-            "eval loss {:.4} → {:.4}  (perplexity {:.2} → {:.2})\n",
-            b.loss, a.loss, b.perplexity, a.perplexity
+            "eval loss {b:.4} → {a:.4}  (perplexity {:.2} → {:.2})\n",
+            b.exp(),
+            a.exp()
         ),
         _ => String::new(),
     };
