@@ -194,22 +194,21 @@ fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn resume_is_bit_identical() {
-    let dir = temp_dir("resume");
-    let recipe = write_recipe(&dir, "llama-gqa");
+/// Trains `recipe` in `dir` twice: straight, and paused after 3 steps then resumed.
+/// Asserts the two adapters are byte-identical; returns both run directories.
+fn straight_and_resumed(dir: &Path, recipe: &Path, sets: &[&str]) -> (PathBuf, PathBuf) {
     let straight = dir.join("straight");
-    let out = train(&recipe, &straight, &[]);
+    let out = train(recipe, &straight, sets);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let resumed = dir.join("resumed");
-    let out = train(&recipe, &resumed, &["--stop-after", "3"]);
+    let out = train(recipe, &resumed, &[sets, &["--stop-after", "3"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         !resumed.join("adapter").exists(),
         "a paused run writes no final adapter"
     );
-    let out = train(&recipe, &resumed, &["--resume"]);
+    let out = train(recipe, &resumed, &[sets, &["--resume"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
 
     assert_eq!(
@@ -217,6 +216,19 @@ fn resume_is_bit_identical() {
         adapter_bytes(&resumed),
         "resumed adapter differs from the straight run's"
     );
+    (straight, resumed)
+}
+
+fn adapter_config(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("adapter/adapter_config.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn resume_is_bit_identical() {
+    let dir = temp_dir("resume");
+    let recipe = write_recipe(&dir, "llama-gqa");
+    let (straight, resumed) = straight_and_resumed(&dir, &recipe, &[]);
     let (a, b) = (metric_lines(&straight), metric_lines(&resumed));
     assert_eq!(a.len(), 6);
     for (x, y) in a.iter().zip(&b) {
@@ -242,10 +254,7 @@ fn resume_is_bit_identical() {
         straight.join("loss.png").exists(),
         "a finished run plots its loss curve"
     );
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(straight.join("adapter/adapter_config.json")).unwrap(),
-    )
-    .unwrap();
+    let config = adapter_config(&straight);
     assert_eq!(
         (
             config["peft_type"].as_str(),
@@ -253,6 +262,21 @@ fn resume_is_bit_identical() {
             config["task_type"].as_str()
         ),
         (Some("LORA"), Some(4), Some("CAUSAL_LM"))
+    );
+}
+
+/// PiSSA trains on a residual base: a resume must rebuild that residual, not reload the
+/// saved adapter (a plain rank-2r LoRA on the original base).
+#[test]
+fn pissa_resumes_bit_identically_and_saves_a_plain_lora() {
+    let dir = temp_dir("resume-pissa");
+    let recipe = write_recipe(&dir, "llama-gqa");
+    let (straight, _) = straight_and_resumed(&dir, &recipe, &["--set", "lora.init=\"pissa\""]);
+    let config = adapter_config(&straight);
+    assert_eq!(
+        (config["r"].as_i64(), config["lora_alpha"].as_f64()),
+        (Some(8), Some(16.0)),
+        "a PiSSA adapter is saved as a plain LoRA of twice the rank, same scale"
     );
 }
 
@@ -535,4 +559,55 @@ activation_checkpointing = true
         after < 0.8 * before,
         "held-out loss should fall clearly: {before} -> {after}"
     );
+}
+
+// ── loam generate ──────────────────────────────────────────────────────────────────────
+
+/// Greedy generation equals transformers' `generate` token for token (f32, 32 new tokens),
+/// through the chat template and on raw text (scripts/oracle/fixtures_generate.py).
+#[test]
+fn greedy_generation_equals_transformers() {
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("expected/smollm2-135m/generate.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = expected["generations"].as_array().unwrap();
+    let model = fixtures().join("models/smollm2-135m");
+    for chat in [true, false] {
+        let mine: Vec<&serde_json::Value> = cases.iter().filter(|c| c["chat"] == chat).collect();
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--json",
+            "--max-new-tokens",
+            "32",
+            "--device",
+            "cpu",
+        ];
+        if !chat {
+            args.push("--raw");
+        }
+        for case in &mine {
+            args.extend(["--prompt", case["prompt"].as_str().unwrap()]);
+        }
+        let out = loam(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let answers: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(answers.len(), mine.len());
+        for (got, want) in answers.iter().zip(&mine) {
+            assert_eq!(
+                (&got["token_ids"], &got["stop"]),
+                (&want["ids"], &want["stop"]),
+                "{:?}: loam said {:?}, transformers {:?}",
+                want["prompt"],
+                got["text"],
+                want["text"]
+            );
+        }
+    }
 }

@@ -12,6 +12,7 @@ scripts/oracle/README.md, "fixtures_train.py", for the exact layout):
   train/<case>/expected.safetensors   step-0 gradients, final adapter, losses, norms, lrs
   train/<case>/case.json              hyper-parameters
   train/peft-trained/<case>/          PEFT save_pretrained after the 3 steps + eval.json
+                                      (PiSSA: converted to plain LoRA on the original base)
 
 Idempotent: DIR/train.stamp holds a hash of this file, fixtures_models.py, common.py, the
 reference package versions (peft included) and DIR/models.stamp; when it matches, nothing
@@ -75,6 +76,11 @@ CASES = [
      # between the step norms (2.64, 2.62, 2.84 with torch 2.13 / peft 0.21.2), so both
      # the clipped and the unclipped branch are covered
      "max_grad_norm": 2.7},
+    # PiSSA: A, B from the SVD of W, the base becomes the residual; saved converted to a
+    # rank-2r plain LoRA (save_pretrained's path_initial_model_for_weight_conversion)
+    {"name": "llama-pissa", "base": "models/llama-gqa", "r": 4, "alpha": 8,
+     "use_rslora": False, "use_dora": False, "targets": ["q_proj", "o_proj", "up_proj"],
+     "max_grad_norm": 1.0, "init": "pissa"},
 ]
 
 # Row layout of the micro-batches (step s, micro m -> index 2 s + m).
@@ -243,7 +249,8 @@ def lora_config(case: dict):
 
     return LoraConfig(r=case["r"], lora_alpha=case["alpha"], use_rslora=case["use_rslora"],
                       use_dora=case["use_dora"], target_modules=list(case["targets"]),
-                      lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+                      lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                      init_lora_weights=case.get("init", True))
 
 
 def load_adapter(out_dir: Path, case: dict, path: Path, trainable_: bool):
@@ -323,13 +330,18 @@ def build_case(case: dict, out_dir: Path, tmp: Path, tok, texts: list[str]) -> d
     cdir.mkdir(parents=True)
 
     # 1. starting adapter: PEFT's init (A kaiming-uniform, B zeros, DoRA m = ||W||_row),
-    #    then B (and DoRA m) perturbed so that every tensor gets a gradient
+    #    then B (and DoRA m) perturbed so that every tensor gets a gradient. PiSSA's init
+    #    is deterministic (an SVD) and its B is non-zero already: loam must reproduce it.
+    pissa = case.get("init") == "pissa"
     torch.manual_seed(seed)
     model = get_peft_model(load_base(out_dir, case["base"]), lora_config(case))
     g = torch.Generator().manual_seed(seed ^ 0x5EED)
     with torch.no_grad():
+        if pissa:
+            q = model.base_model.model.model.layers[0].self_attn.q_proj
+            assert float(q.lora_B["default"].weight.abs().max()) > 0, "PiSSA B is non-zero"
         for n, p in model.named_parameters():
-            if not p.requires_grad:
+            if not p.requires_grad or pissa:
                 continue
             if ".lora_B." in n:
                 assert float(p.abs().max()) == 0.0, n  # PEFT's default init
@@ -359,6 +371,7 @@ def build_case(case: dict, out_dir: Path, tmp: Path, tok, texts: list[str]) -> d
                                            ("losses", "norms", "lrs", "clipped", "counts"))
     packing_diff = run["packing_diff"]
     expected = {f"step0.grad.{k}": v for k, v in run["grad0"].items()}
+    expected.update({f"init.{k}": v for k, v in init.items()})
 
     final = {k: p.detach().clone() for k, p in params}
     for k, v in final.items():
@@ -378,14 +391,29 @@ def build_case(case: dict, out_dir: Path, tmp: Path, tok, texts: list[str]) -> d
 
     # 5. the trained adapter, for the import direction
     pdir = tmp / "train" / "peft-trained" / name
-    model.save_pretrained(pdir)
-    del model
+    if pissa:
+        # the conversion rewrites the initial adapter's config: hand it a copy
+        init_copy = tmp / f"{name}-init-copy"
+        shutil.copytree(cdir / "adapter_init", init_copy)
+        model.save_pretrained(pdir, path_initial_model_for_weight_conversion=str(init_copy))
+    else:
+        model.save_pretrained(pdir)
     trained = load_adapter(out_dir, case, pdir, False)
     trained.eval()
     reloaded = read_safetensors(pdir / "adapter_model.safetensors")
     assert set(reloaded) == set(final)
-    for k, v in final.items():
-        assert torch.equal(reloaded[k], v), k
+    if pissa:
+        # plain LoRA on the original base == the trained model on the residual base
+        model.eval()
+        with torch.no_grad():
+            ids = batches[0][0]["input_ids"]
+            want, got = model(input_ids=ids).logits, trained(input_ids=ids).logits
+        assert float((want - got).abs().max()) <= 1e-4 * float(want.abs().max()), "conversion"
+        assert common.read_json(pdir / "adapter_config.json")["r"] == 2 * case["r"]
+    else:
+        for k, v in final.items():
+            assert torch.equal(reloaded[k], v), k
+    del model
     ev = common.eval_text_loss(trained, tok, texts, EVAL_SEQ_LEN)
     common.write_eval_json(pdir / "eval.json", ev)
     # and the starting adapter's eval loss, for the log (training should move it)
@@ -400,6 +428,7 @@ def build_case(case: dict, out_dir: Path, tmp: Path, tok, texts: list[str]) -> d
         "use_rslora": case["use_rslora"],
         "use_dora": case["use_dora"],
         "targets": list(case["targets"]),
+        "init": case.get("init", "default"),
         "scaling": scaling,
         "lr": LR,
         "weight_decay": WEIGHT_DECAY,

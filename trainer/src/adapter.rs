@@ -41,6 +41,10 @@ pub struct AdapterConfig {
     pub rank_pattern: BTreeMap<String, i64>,
     #[serde(default)]
     pub alpha_pattern: BTreeMap<String, f64>,
+    /// PEFT writes `true`, or the name of an init (`"pissa"`, …). An adapter saved with a
+    /// named init that changes the base weights only works on that changed base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_lora_weights: Option<serde_json::Value>,
 }
 
 fn default_bias() -> String {
@@ -95,7 +99,7 @@ pub fn attach_new(model: &mut CausalLm, cfg: &AdapterConfig, init: LoraInit) -> 
             let alpha = pattern_value(&cfg.alpha_pattern, &path).unwrap_or(cfg.lora_alpha);
             let scale = lora::scale(r, alpha, cfg.use_rslora);
             linear.lora = Some(Lora::init(
-                &linear.weight,
+                &mut linear.weight,
                 r,
                 scale,
                 cfg.lora_dropout,
@@ -169,6 +173,7 @@ pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
                 magnitude: magnitude.map(to_master),
                 scale: lora::scale(r, alpha, cfg.use_rslora),
                 dropout: cfg.lora_dropout,
+                pissa_start: None,
             }
             .with_grad(),
         );
@@ -199,6 +204,20 @@ pub fn read_config(dir: &Path) -> Result<AdapterConfig> {
             cfg.peft_type
         );
     }
+    if let Some(serde_json::Value::String(init)) = &cfg.init_lora_weights {
+        if ["pissa", "olora", "corda", "loftq"]
+            .iter()
+            .any(|m| init.starts_with(m))
+        {
+            bail!(
+                "{}: init_lora_weights = \"{init}\": this adapter only works on the base weights \
+                 its init changed, which are not saved. Save it from PEFT with \
+                 save_pretrained(..., path_initial_model_for_weight_conversion=...) to get a plain \
+                 LoRA adapter (loam's own PiSSA adapters are saved that way)",
+                path.display()
+            );
+        }
+    }
     if cfg.fan_in_fan_out {
         bail!(
             "{}: fan_in_fan_out = true (Conv1D / GPT-2 style) is not supported",
@@ -208,19 +227,32 @@ pub fn read_config(dir: &Path) -> Result<AdapterConfig> {
     Ok(cfg)
 }
 
-/// The adapter's tensors under PEFT's key names (f32, on the CPU).
+/// The trainable tensors under PEFT's key names, as they are (for PiSSA: on the residual).
 pub fn state_dict(model: &mut CausalLm) -> Vec<(String, Tensor)> {
+    tensors_by_key(model, |lora| (lora.a.detach(), lora.b.detach()))
+}
+
+/// The adapter as a plain LoRA on the original base: what `adapter/` holds.
+fn plain_state_dict(model: &mut CausalLm) -> Vec<(String, Tensor)> {
+    tensors_by_key(model, Lora::to_plain_lora)
+}
+
+fn tensors_by_key(
+    model: &mut CausalLm,
+    a_and_b: impl Fn(&Lora) -> (Tensor, Tensor),
+) -> Vec<(String, Tensor)> {
+    let cpu = |t: &Tensor| {
+        t.detach()
+            .to_kind(Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .contiguous()
+    };
     let mut out = Vec::new();
     for (path, linear) in model.linears_mut() {
         if let Some(lora) = &linear.lora {
-            let cpu = |t: &Tensor| {
-                t.detach()
-                    .to_kind(Kind::Float)
-                    .to_device(tch::Device::Cpu)
-                    .contiguous()
-            };
-            out.push((key(&path, "lora_A.weight"), cpu(&lora.a)));
-            out.push((key(&path, "lora_B.weight"), cpu(&lora.b)));
+            let (a, b) = a_and_b(lora);
+            out.push((key(&path, "lora_A.weight"), cpu(&a)));
+            out.push((key(&path, "lora_B.weight"), cpu(&b)));
             if let Some(m) = &lora.magnitude {
                 out.push((key(&path, "lora_magnitude_vector"), cpu(m)));
             }
@@ -230,15 +262,32 @@ pub fn state_dict(model: &mut CausalLm) -> Vec<(String, Tensor)> {
 }
 
 /// Writes the PEFT adapter directory `dir` atomically: into `dir.tmp`, then renamed.
+/// A PiSSA adapter is written converted to a plain LoRA of twice the rank on the original
+/// base, with `lora_alpha` raised to keep the scale (PEFT's conversion), so it loads anywhere.
 pub fn save(model: &mut CausalLm, cfg: &AdapterConfig, dir: &Path) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let tensors = state_dict(model);
+    let is_pissa = model
+        .linears_mut()
+        .iter()
+        .any(|(_, l)| l.lora.as_ref().is_some_and(|l| l.pissa_start.is_some()));
+    let tensors = plain_state_dict(model);
     Tensor::write_safetensors(&tensors, tmp.join("adapter_model.safetensors"))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     let mut cfg = cfg.clone();
     cfg.inference_mode = true;
+    if is_pissa {
+        // scale = alpha / r (rsLoRA: alpha / √r) stays the same at rank 2r
+        let alpha_factor = if cfg.use_rslora { 2f64.sqrt() } else { 2.0 };
+        cfg.r *= 2;
+        cfg.lora_alpha *= alpha_factor;
+        cfg.rank_pattern.values_mut().for_each(|r| *r *= 2);
+        cfg.alpha_pattern
+            .values_mut()
+            .for_each(|a| *a *= alpha_factor);
+        cfg.init_lora_weights = Some(serde_json::Value::Bool(true));
+    }
     std::fs::write(
         tmp.join("adapter_config.json"),
         serde_json::to_string_pretty(&cfg)?,

@@ -1,5 +1,6 @@
-//! Checkpoints: `checkpoints/step-N/` holds the adapter (PEFT format), the optimizer's
-//! moments, and `state.json` (step, tokens, losses, data cursor). Each is written under a
+//! Checkpoints: `checkpoints/step-N/` holds the adapter (PEFT format, for the user),
+//! `optimizer.safetensors` (the trainable tensors as they are and their AdamW moments: what
+//! a resume loads), and `state.json` (step, tokens, losses, data cursor). Each is written under a
 //! temporary name and renamed when complete, so a run killed mid-write resumes from the
 //! previous good one.
 
@@ -80,12 +81,22 @@ pub fn save(
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
 
     adapter::save(lm, cfg, &tmp.join("adapter"))?;
-    let mut moments: Vec<(String, Tensor)> = Vec::new();
-    for (i, (m, v)) in opt.exp_avg.iter().zip(&opt.exp_avg_sq).enumerate() {
-        moments.push((format!("exp_avg.{i}"), m.to_device(tch::Device::Cpu)));
-        moments.push((format!("exp_avg_sq.{i}"), v.to_device(tch::Device::Cpu)));
+    // The raw trainable tensors, not the adapter/ above: a PiSSA adapter is saved converted
+    // to plain LoRA there, while a resume continues on PiSSA's residual base.
+    let params = crate::train::trainable_params(lm);
+    let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu).contiguous();
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (i, ((p, m), v)) in params
+        .iter()
+        .zip(&opt.exp_avg)
+        .zip(&opt.exp_avg_sq)
+        .enumerate()
+    {
+        tensors.push((format!("param.{i}"), cpu(p)));
+        tensors.push((format!("exp_avg.{i}"), cpu(m)));
+        tensors.push((format!("exp_avg_sq.{i}"), cpu(v)));
     }
-    Tensor::write_safetensors(&moments, tmp.join("optimizer.safetensors"))
+    Tensor::write_safetensors(&tensors, tmp.join("optimizer.safetensors"))
         .map_err(|e| anyhow::anyhow!("cannot write optimizer state in {}: {e}", tmp.display()))?;
     let file = StateFile {
         state: state.clone(),
@@ -102,7 +113,8 @@ pub fn save(
     Ok(())
 }
 
-/// Loads the checkpoint into the model's adapters, the optimizer and the data stream.
+/// Loads the checkpoint into the model's adapters (freshly attached by the same recipe),
+/// the optimizer and the data stream.
 pub fn restore(
     ckpt: &Path,
     lm: &mut CausalLm,
@@ -121,28 +133,46 @@ pub fn restore(
             ckpt.display()
         )
     })?;
-    adapter::load(lm, &ckpt.join("adapter"))?;
     let path = ckpt.join("optimizer.safetensors");
     let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
         .into_iter()
         .collect();
     let params = crate::train::trainable_params(lm);
-    if tensors.len() != 2 * params.len() {
-        bail!(
-            "{} holds moments for {} tensors but the adapter has {}: the recipe's [lora] changed since this checkpoint",
-            path.display(),
-            tensors.len() / 2,
-            params.len()
-        );
+    let changed = || {
+        format!(
+            "{}: the checkpoint does not fit the adapter this recipe makes (the recipe's [lora] changed since it was written?)",
+            path.display()
+        )
+    };
+    if tensors.len() != 3 * params.len() {
+        bail!("{}", changed());
     }
     let device = lm.device;
+    let get = |name: &str, like: &Tensor| -> Result<Tensor> {
+        let t = tensors
+            .get(name)
+            .with_context(|| format!("{}: `{name}` missing", changed()))?;
+        if t.size() != like.size() {
+            bail!(
+                "{}: `{name}` is {:?}, expected {:?}",
+                changed(),
+                t.size(),
+                like.size()
+            );
+        }
+        Ok(t.to_device(device))
+    };
+    let _guard = tch::no_grad_guard();
+    for (i, p) in params.iter().enumerate() {
+        p.shallow_clone().copy_(&get(&format!("param.{i}"), p)?);
+    }
     opt.exp_avg = (0..params.len())
-        .map(|i| tensors[&format!("exp_avg.{i}")].to_device(device))
-        .collect();
+        .map(|i| get(&format!("exp_avg.{i}"), &params[i]))
+        .collect::<Result<_>>()?;
     opt.exp_avg_sq = (0..params.len())
-        .map(|i| tensors[&format!("exp_avg_sq.{i}")].to_device(device))
-        .collect();
+        .map(|i| get(&format!("exp_avg_sq.{i}"), &params[i]))
+        .collect::<Result<_>>()?;
     opt.step = file.optimizer_step;
     stream.restore(file.cursor)?;
     Ok(file.state)

@@ -5,7 +5,7 @@
 //! - `lora`: the LoRA / DoRA math; `adapter`: PEFT adapter directories
 //! - `train`: the training recipe, top to bottom, over `recipe`, `optim`, `loss`,
 //!   `checkpoint` and `plot`
-//! - `eval`: held-out loss and perplexity
+//! - `eval`: held-out loss and perplexity; `generate`: text generation with a KV cache
 //! - `merge` + `model_card`: merged model directories; `gguf/`: GGUF import and export
 //! - `runtime`: devices, dtypes, memory, libtorch failures; `fsutil`: atomic outputs
 //! - `cli`: the `loam` command line, a thin layer over the above
@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod eval;
 pub mod fsutil;
+pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod lora;

@@ -7,6 +7,10 @@
 //! ```
 //! A `[r, in]`, B `[out, r]` and the DoRA magnitude `[out]` are f32 master weights; they are
 //! cast to the compute dtype for the forward pass, so gradients land on the f32 masters.
+//!
+//! PiSSA starts A and B from the top-r singular triplets of W and trains on the residual
+//! `W − s·B₀A₀` instead of W, so the model is unchanged at step 0. The saved adapter is
+//! converted back into a plain LoRA on the original W (see [`Lora::to_plain_lora`]).
 
 use tch::{Kind, Tensor};
 
@@ -19,6 +23,8 @@ pub enum LoraInit {
     Default,
     /// A normal with std 1/r, B zeros.
     Gaussian,
+    /// PiSSA: A, B from W's top-r singular vectors; the base weight becomes the residual.
+    Pissa,
 }
 
 pub struct Lora {
@@ -30,6 +36,8 @@ pub struct Lora {
     pub magnitude: Option<Tensor>,
     pub scale: f64,
     pub dropout: f64,
+    /// PiSSA's starting `(A₀, B₀)`, kept to convert the trained adapter back to plain LoRA.
+    pub pissa_start: Option<(Tensor, Tensor)>,
 }
 
 /// `alpha / r`, or `alpha / √r` with rsLoRA.
@@ -42,35 +50,72 @@ pub fn scale(r: i64, alpha: f64, rslora: bool) -> f64 {
 }
 
 impl Lora {
-    /// A fresh adapter for a base weight `[out, in]` (the weight is read for DoRA's magnitude).
+    /// A fresh adapter for the base weight `[out, in]`. PiSSA replaces `weight` with the
+    /// residual `W − s·B₀A₀` (in W's dtype), as PEFT does; the other inits leave it alone.
     pub fn init(
-        base_weight: &Tensor,
+        weight: &mut Tensor,
         r: i64,
         scale: f64,
         dropout: f64,
         init: LoraInit,
         dora: bool,
     ) -> Lora {
-        let (out, inp) = base_weight.size2().expect("linear weight is [out, in]");
-        let opts = (Kind::Float, base_weight.device());
-        let a = match init {
+        let (out, inp) = weight.size2().expect("linear weight is [out, in]");
+        let opts = (Kind::Float, weight.device());
+        let (a, b) = match init {
             // kaiming_uniform_(a=√5) on [r, in]: bound = gain·√3/√fan_in = 1/√in.
             LoraInit::Default => {
                 let bound = 1.0 / (inp as f64).sqrt();
-                Tensor::empty([r, inp], opts).uniform_(-bound, bound)
+                let a = Tensor::empty([r, inp], opts).uniform_(-bound, bound);
+                (a, Tensor::zeros([out, r], opts))
             }
-            LoraInit::Gaussian => Tensor::empty([r, inp], opts).normal_(0.0, 1.0 / r as f64),
+            LoraInit::Gaussian => {
+                let a = Tensor::empty([r, inp], opts).normal_(0.0, 1.0 / r as f64);
+                (a, Tensor::zeros([out, r], opts))
+            }
+            LoraInit::Pissa => {
+                let _guard = tch::no_grad_guard();
+                let w = weight.to_kind(Kind::Float);
+                // torch.svd, not linalg_svd: tch always passes linalg_svd a `driver`, which
+                // the CPU rejects. Same LAPACK call, V = Vhᵀ.
+                let (u, s, v) = w.svd(true, true);
+                let vh = v.tr();
+                // Split S/s evenly between the factors: s·B₀A₀ = U_r S_r Vh_r.
+                let root = (s.narrow(0, 0, r) / scale).sqrt();
+                let a = (root.unsqueeze(1) * vh.narrow(0, 0, r)).contiguous();
+                let b = (u.narrow(1, 0, r) * root.unsqueeze(0)).contiguous();
+                *weight = (w - b.matmul(&a) * scale).to_kind(weight.kind());
+                (a, b)
+            }
         };
-        let b = Tensor::zeros([out, r], opts);
-        let magnitude = dora.then(|| l2_rows(&base_weight.to_kind(Kind::Float), false));
+        // DoRA's magnitude is the row norm of the weight the adapter starts from.
+        let magnitude = dora.then(|| {
+            let _guard = tch::no_grad_guard();
+            l2_rows(&(weight.to_kind(Kind::Float) + b.matmul(&a) * scale), false)
+        });
+        let pissa_start = (init == LoraInit::Pissa).then(|| (a.copy(), b.copy()));
         Lora {
             a,
             b,
             magnitude,
             scale,
             dropout,
+            pissa_start,
         }
         .with_grad()
+    }
+
+    /// The adapter as a plain LoRA on the original base weight. For PiSSA that is rank 2r:
+    /// `W = W_res + s·B₀A₀`, so `W_res + s·BA = W + s·[B, −B₀]·[A; A₀]` (PEFT's conversion).
+    pub fn to_plain_lora(&self) -> (Tensor, Tensor) {
+        let _guard = tch::no_grad_guard();
+        match &self.pissa_start {
+            None => (self.a.detach(), self.b.detach()),
+            Some((a0, b0)) => (
+                Tensor::cat(&[self.a.detach(), a0.shallow_clone()], 0),
+                Tensor::cat(&[self.b.detach(), -b0], 1),
+            ),
+        }
     }
 
     /// Marks the master weights trainable.

@@ -301,6 +301,7 @@ fn read_adapter(
             magnitude,
             scale: lora::scale(r, alpha, cfg.use_rslora),
             dropout: 0.0,
+            pissa_start: None,
         };
         adapters.insert(weight, lora);
     }

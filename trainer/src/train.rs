@@ -130,7 +130,6 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     let mut state = TrainState::default();
     if let Some(ckpt) = &latest {
         state = checkpoint::restore(ckpt, &mut lm, &mut opt, &mut stream)?;
-        params = trainable_params(&mut lm);
         tracing::info!("resumed from {} (step {})", ckpt.display(), state.step);
     }
     let mut metrics = metrics_file(&out_dir, state.step)?;
@@ -319,6 +318,7 @@ fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe) -> Result<AdapterConfig> {
         fan_in_fan_out: false,
         rank_pattern: Default::default(),
         alpha_pattern: Default::default(),
+        init_lora_weights: None,
     };
     adapter::attach_new(lm, &cfg, l.init)?;
     Ok(cfg)
@@ -445,7 +445,7 @@ fn forward_backward_checkpointed(
         for (i, layer) in lm.model.layers.iter().enumerate() {
             block_inputs.push(h.shallow_clone());
             tch::manual_seed(model::decoder::layer_seed(seed, i));
-            h = layer.forward(&h, &ctx.cos, &ctx.sin, ctx.mask.as_ref(), true);
+            h = layer.forward(&h, &ctx.cos, &ctx.sin, ctx.mask.as_ref(), true, None);
         }
         h
     };
@@ -461,7 +461,7 @@ fn forward_backward_checkpointed(
     for (i, layer) in lm.model.layers.iter().enumerate().rev() {
         let x = block_inputs[i].detach().set_requires_grad(true);
         tch::manual_seed(model::decoder::layer_seed(seed, i));
-        let out = layer.forward(&x, &ctx.cos, &ctx.sin, ctx.mask.as_ref(), true);
+        let out = layer.forward(&x, &ctx.cos, &ctx.sin, ctx.mask.as_ref(), true, None);
         (out * &grad).sum(Kind::Float).backward();
         grad = x.grad();
     }

@@ -1,6 +1,6 @@
 //! `loam eval`: loss and perplexity of a model on a Parquet dataset.
 
-use crate::{eval, hub, model, runtime};
+use crate::eval;
 use anyhow::{Context, Result};
 use clap::Args;
 use loam_data::encode::Encoder;
@@ -9,12 +9,8 @@ use loam_data::{Example, Format, SourceConfig, Tokenizer, TrainOn};
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Model directory (Hugging Face layout) or a hub id in the local Hugging Face cache.
-    #[arg(long)]
-    model: String,
-    /// A PEFT LoRA adapter directory to apply (not merged) on top of the model.
-    #[arg(long)]
-    adapter: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// Parquet file, directory of *.parquet, or glob of shards.
     #[arg(long)]
     data: String,
@@ -33,22 +29,10 @@ pub struct EvalArgs {
     /// Print one JSON object on stdout: {"loss", "perplexity", "tokens", "rows"}.
     #[arg(long)]
     json: bool,
-    /// Compute dtype: f32 | bf16 | f16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
-    /// auto | cpu | cuda | cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let kind = runtime::parse_dtype(&args.dtype)?;
-    let device = runtime::parse_device(&args.device)?;
-    let dir = hub::resolve_model(&args.model)?;
-    let mut lm = model::load(&dir, kind, device)?;
-    if let Some(adapter_dir) = &args.adapter {
-        crate::adapter::load(&mut lm, adapter_dir)?;
-    }
+    let (lm, dir) = args.model.load()?;
     let tokenizer = Tokenizer::from_model_dir(&dir)?;
     let mut source_config = SourceConfig::new(&args.data, Format::parse(&args.format)?);
     source_config.column = args.column.clone();

@@ -2,12 +2,14 @@
 
 mod data;
 mod eval;
+mod generate;
 mod gguf;
 mod merge;
 mod train;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +28,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Loss and perplexity of a model on a Parquet dataset.
     Eval(eval::EvalArgs),
+    /// Answer prompts with a model (and an adapter, unmerged), streaming the text.
+    Generate(generate::GenerateArgs),
     /// Merge a LoRA adapter into its base model: a complete Hugging Face model directory.
     Merge(merge::MergeArgs),
     /// Look at a recipe's data as training sees it.
@@ -41,9 +45,41 @@ pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Gguf(args) => gguf::run(args),
         Command::Data(command) => data::run(command),
+    }
+}
+
+/// The model a command runs: where it is, an adapter on top, dtype and device.
+#[derive(Args)]
+pub(crate) struct ModelArgs {
+    /// Model directory (Hugging Face layout) or a hub id in the local Hugging Face cache.
+    #[arg(long)]
+    model: String,
+    /// A PEFT LoRA adapter directory to apply (not merged) on top of the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Compute dtype: f32 | bf16 | f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// auto | cpu | cuda | cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl ModelArgs {
+    /// The model (with its adapter attached), and its resolved directory.
+    pub(crate) fn load(&self) -> Result<(crate::model::CausalLm, PathBuf)> {
+        let kind = crate::runtime::parse_dtype(&self.dtype)?;
+        let device = crate::runtime::parse_device(&self.device)?;
+        let dir = crate::hub::resolve_model(&self.model)?;
+        let mut lm = crate::model::load(&dir, kind, device)?;
+        if let Some(adapter_dir) = &self.adapter {
+            crate::adapter::load(&mut lm, adapter_dir)?;
+        }
+        Ok((lm, dir))
     }
 }
 

@@ -89,6 +89,7 @@ impl Attention {
         sin: &Tensor,
         mask: Option<&Tensor>,
         train: bool,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
         let heads = |proj: &Linear, n: i64, norm: &Option<RmsNorm>| {
@@ -106,6 +107,11 @@ impl Attention {
             sin,
         );
         let v = heads(&self.v_proj, self.num_kv_heads, &None);
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v),
+            None => (k, v),
+        };
+        // With a cache, t > 1 only on the first call (empty cache), so `causal` still holds.
         let causal = mask.is_none() && t > 1;
         let gqa = self.num_heads != self.num_kv_heads;
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa);
@@ -145,10 +151,16 @@ impl DecoderLayer {
         sin: &Tensor,
         mask: Option<&Tensor>,
         train: bool,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor {
-        let h = x + self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x), cos, sin, mask, train);
+        let h = x + self.self_attn.forward(
+            &self.input_layernorm.forward(x),
+            cos,
+            sin,
+            mask,
+            train,
+            cache,
+        );
         &h + self
             .mlp
             .forward(&self.post_attention_layernorm.forward(&h), train)
@@ -324,6 +336,7 @@ impl CausalLm {
                 &ctx.sin,
                 ctx.mask.as_ref(),
                 dropout_seed.is_some(),
+                None,
             );
         }
         self.model.norm.forward(&h)
@@ -339,6 +352,87 @@ impl CausalLm {
     pub fn logits(&self, input_ids: &Tensor, positions: &Positions) -> Tensor {
         self.hidden_states(input_ids, positions)
             .linear::<Tensor>(&self.lm_head, None)
+    }
+}
+
+impl CausalLm {
+    /// Generation: the f32 logits `[vocab]` after the last token of `input_ids` `[1, T]`,
+    /// given the tokens `cache` has seen, which then holds these too. The first call takes
+    /// the whole prompt; later calls one token each.
+    pub fn next_token_logits(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let t = input_ids.size()[1];
+        if cache.len > 0 && t != 1 {
+            anyhow::bail!("after the prompt, the KV cache takes one token at a time");
+        }
+        let position_ids =
+            Tensor::arange_start(cache.len, cache.len + t, (Kind::Int64, self.device)).unsqueeze(0);
+        let positions = Positions {
+            position_ids,
+            doc_ids: None,
+        };
+        let ctx = self.attention_inputs(&positions, t);
+        let mut h = self.embed(input_ids);
+        for (layer, layer_cache) in self.model.layers.iter().zip(&mut cache.layers) {
+            h = layer.forward(
+                &h,
+                &ctx.cos,
+                &ctx.sin,
+                ctx.mask.as_ref(),
+                false,
+                Some(layer_cache),
+            );
+        }
+        cache.len += t;
+        let last = self.model.norm.forward(&h.narrow(1, t - 1, 1));
+        Ok(last
+            .linear::<Tensor>(&self.lm_head, None)
+            .to_kind(Kind::Float)
+            .view([-1]))
+    }
+}
+
+/// The keys and values of every token seen so far, per layer: generation's memory.
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    /// How many tokens it has seen: the position of the next one.
+    pub len: i64,
+}
+
+impl KvCache {
+    pub fn new(lm: &CausalLm) -> KvCache {
+        let layer = || LayerCache {
+            keys_values: None,
+            window: lm.spec.sliding_window,
+        };
+        KvCache {
+            layers: (0..lm.model.layers.len()).map(|_| layer()).collect(),
+            len: 0,
+        }
+    }
+}
+
+pub struct LayerCache {
+    /// `[1, kv_heads, seen, head_dim]` each, after rotary.
+    keys_values: Option<(Tensor, Tensor)>,
+    /// Mistral's sliding window: only the last `window − 1` tokens are kept, all a next
+    /// token may attend to besides itself.
+    window: Option<i64>,
+}
+
+impl LayerCache {
+    /// Adds this step's keys and values; returns all of them, the past ones first.
+    fn append(&mut self, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let (k, v) = match self.keys_values.take() {
+            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+            None => (k, v),
+        };
+        let seen = k.size()[2];
+        let keep = self.window.map_or(seen, |w| seen.min(w - 1));
+        self.keys_values = Some((
+            k.narrow(2, seen - keep, keep),
+            v.narrow(2, seen - keep, keep),
+        ));
+        (k, v)
     }
 }
 

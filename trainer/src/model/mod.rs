@@ -6,7 +6,7 @@ pub mod decoder;
 pub mod rope;
 
 pub use config::{Family, ModelSpec, SUPPORTED_ARCHITECTURES};
-pub use decoder::{CausalLm, Positions};
+pub use decoder::{CausalLm, KvCache, Positions};
 
 use crate::weights::Weights;
 use anyhow::{Context, Result};

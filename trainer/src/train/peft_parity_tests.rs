@@ -1,7 +1,9 @@
 //! The training step against PEFT + torch (scripts/oracle/fixtures_train.py): the same base,
 //! the same PEFT adapter (non-zero B), the same batches (one of them packed with two
 //! documents). Loss, every adapter gradient, and the adapter after 3 AdamW steps with
-//! warmup, weight decay and clipping must equal PEFT's within 1e-5 relative.
+//! warmup, weight decay and clipping must equal PEFT's within 1e-5 relative. PiSSA starts
+//! from loam's own SVD init instead (compared to PEFT's), and its saved adapter must equal
+//! PEFT's conversion to a plain rank-2r LoRA.
 
 use super::{accumulate_gradients, trainable_params};
 use crate::adapter;
@@ -57,9 +59,46 @@ fn run_case(case_dir: &Path, checkpointing: bool) {
             .unwrap();
     let base = fixtures().join(case["base"].as_str().unwrap());
     let mut lm = model::load(&base, Kind::Float, Device::Cpu).unwrap();
-    adapter::load(&mut lm, &case_dir.join("adapter_init")).unwrap();
     let batches = read(&case_dir.join("batches.safetensors"));
     let expected = read(&case_dir.join("expected.safetensors"));
+    let pissa = case["init"] == "pissa";
+    if pissa {
+        // PEFT's unconverted PiSSA adapter needs PEFT's modified base: refused, clearly
+        let err = adapter::load(&mut lm, &case_dir.join("adapter_init")).unwrap_err();
+        assert!(format!("{err:#}").contains("path_initial_model_for_weight_conversion"));
+        let cfg = adapter::read_config(&case_dir.join("adapter_init"));
+        assert!(cfg.is_err());
+        let targets = case["targets"].as_array().unwrap().iter();
+        let cfg = adapter::AdapterConfig {
+            peft_type: "LORA".into(),
+            task_type: None,
+            r: case["r"].as_i64().unwrap(),
+            lora_alpha: case["alpha"].as_f64().unwrap(),
+            target_modules: adapter::Targets::List(
+                targets.map(|t| t.as_str().unwrap().into()).collect(),
+            ),
+            use_rslora: false,
+            use_dora: false,
+            lora_dropout: 0.0,
+            bias: "none".into(),
+            base_model_name_or_path: None,
+            inference_mode: false,
+            fan_in_fan_out: false,
+            rank_pattern: Default::default(),
+            alpha_pattern: Default::default(),
+            init_lora_weights: None,
+        };
+        adapter::attach_new(&mut lm, &cfg, crate::lora::LoraInit::Pissa).unwrap();
+        for (key, tensor) in adapter::state_dict(&mut lm) {
+            assert_close(
+                &format!("{name} init {key}"),
+                &tensor,
+                &expected[&format!("init.{key}")],
+            );
+        }
+    } else {
+        adapter::load(&mut lm, &case_dir.join("adapter_init")).unwrap();
+    }
     let losses: Vec<f64> = Vec::try_from(&expected["losses"]).unwrap();
     let norms: Vec<f64> = Vec::try_from(&expected["grad_norms"]).unwrap();
     let total = case["total_steps"].as_u64().unwrap();
@@ -108,6 +147,28 @@ fn run_case(case_dir: &Path, checkpointing: bool) {
         assert_close(&format!("{name} final {key}"), &tensor, want);
     }
     params.clear();
+    if pissa {
+        check_pissa_conversion(&mut lm, &case, case_dir);
+    }
+}
+
+/// loam's saved PiSSA adapter equals PEFT's conversion of the same trained adapter.
+fn check_pissa_conversion(lm: &mut model::CausalLm, case: &serde_json::Value, case_dir: &Path) {
+    let peft_dir = case_dir.parent().unwrap().join("peft-trained/llama-pissa");
+    let dir = std::env::temp_dir().join(format!("loam-pissa-{}", std::process::id()));
+    let mut cfg = adapter::read_config(&peft_dir).unwrap();
+    (cfg.r, cfg.lora_alpha) = (case["r"].as_i64().unwrap(), case["alpha"].as_f64().unwrap());
+    adapter::save(lm, &cfg, &dir).unwrap();
+    let ours = adapter::read_config(&dir).unwrap();
+    let theirs = adapter::read_config(&peft_dir).unwrap();
+    assert_eq!((ours.r, ours.lora_alpha), (theirs.r, theirs.lora_alpha));
+    let want = read(&peft_dir.join("adapter_model.safetensors"));
+    let got = read(&dir.join("adapter_model.safetensors"));
+    assert_eq!(got.len(), want.len());
+    for (key, tensor) in &got {
+        assert_close(&format!("converted {key}"), tensor, &want[key]);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The gradient of every adapter tensor under its PEFT key.
@@ -143,15 +204,15 @@ fn cases() -> Vec<std::path::PathBuf> {
         .collect();
     dirs.sort();
     assert!(
-        dirs.len() >= 3,
-        "expected the lora, rslora and dora cases in {}",
+        dirs.len() >= 4,
+        "expected the lora, rslora, dora and pissa cases in {}",
         root.display()
     );
     dirs
 }
 
 #[test]
-fn training_steps_match_peft_lora_rslora_and_dora() {
+fn training_steps_match_peft_lora_rslora_dora_and_pissa() {
     for case in cases() {
         run_case(&case, false);
     }
