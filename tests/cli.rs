@@ -254,6 +254,21 @@ fn resume_is_bit_identical() {
         straight.join("loss.png").exists(),
         "a finished run plots its loss curve"
     );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(straight.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 6);
+    for key in [
+        "tokens",
+        "tokens_per_s",
+        "peak_rss_bytes",
+        "eval_loss_before",
+        "eval_loss_after",
+    ] {
+        assert!(
+            summary[key].as_f64().is_some_and(|v| v > 0.0),
+            "summary.json `{key}`: {summary}"
+        );
+    }
     let config = adapter_config(&straight);
     assert_eq!(
         (
@@ -467,6 +482,133 @@ fn data_stats_counts_rows_tokens_and_waste() {
     ] {
         assert!(text.contains(needle), "missing `{needle}`: {text}");
     }
+}
+
+fn gettext(locale: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "data",
+        "gettext",
+        "--lang",
+        "cy",
+        "--locale-dir",
+        s(locale),
+        "--out",
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    loam(&args)
+}
+
+#[test]
+fn data_gettext_builds_chats_that_training_reads() {
+    let dir = temp_dir("gettext");
+    let locale = dir.join("locale");
+    let messages: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("Open file {i}"), format!("Agor ffeil {i}")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    write_catalog(&locale, "cy", "app", &pairs);
+    write_catalog(
+        &locale,
+        "cy",
+        "gtk",
+        &[
+            ("_Save", "_Cadw"),
+            ("Open file 0", "Agor ffeil 0"),
+            ("GNOME", "GNOME"),
+        ],
+    );
+    std::fs::write(locale.join("cy/LC_MESSAGES/broken.mo"), b"not a catalog").unwrap();
+    let out_dir = dir.join("out");
+    let out = gettext(&locale, &out_dir, &["--eval-fraction", "0.25"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "2 read, 1 skipped",
+        "broken.mo: not a gettext .mo file",
+        "43 seen",
+        "1 identical",
+        "1 same English in several catalogs",
+        "41 distinct English messages into Welsh",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}`: {text}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    let (train, eval) = (
+        summary["train"].as_u64().unwrap(),
+        summary["eval"].as_u64().unwrap(),
+    );
+    assert_eq!(train + eval, 41);
+    assert!(eval > 0 && train > eval, "train {train}, eval {eval}");
+
+    // Training reads both files as chats: the prompt is untrained, the translation trained.
+    let recipe = dir.join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"
+[model]
+path = "{model}"
+[data]
+seq_len = 64
+[[data.train]]
+path = "{train}"
+format = "chat"
+[[data.eval]]
+path = "{eval}"
+format = "chat"
+[train]
+steps = 1
+"#,
+            model = fixtures().join("models/smollm2-135m").display(),
+            train = out_dir.join("train.parquet").display(),
+            eval = out_dir.join("eval.parquet").display(),
+        ),
+    )
+    .unwrap();
+    let out = loam(&["data", "preview", s(&recipe), "-n", "50"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("({train} rows, format chat)")),
+        "{text}"
+    );
+    assert!(text.contains("Translate into Welsh:\nSave"), "{text}");
+    assert!(text.contains("[[Cadw<|im_end|>"), "{text}");
+
+    // The output is never replaced by accident.
+    assert_clean_failure(
+        &gettext(&locale, &out_dir, &[]),
+        &["already exists", "--force"],
+    );
+    let out = gettext(&locale, &out_dir, &["--force", "--eval-fraction", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!dir.join("out.tmp").exists() && !dir.join("out.old").exists());
+}
+
+#[test]
+fn data_gettext_failures_say_what_to_do() {
+    let dir = temp_dir("gettext-bad");
+    let locale = dir.join("locale");
+    std::fs::create_dir_all(&locale).unwrap();
+    assert_clean_failure(
+        &gettext(&locale, &dir.join("out"), &[]),
+        &[
+            "no gettext catalogs",
+            "cy/LC_MESSAGES",
+            "language-pack-cy",
+            "--locale-dir",
+        ],
+    );
+    let bad = dir.join("bad.mo");
+    std::fs::write(&bad, b"\xde\x12\x04\x95\0\0\0\0").unwrap();
+    let out = loam(&["data", "gettext", "--out", s(&dir.join("out")), s(&bad)]);
+    assert_clean_failure(&out, &["bad.mo", "truncated"]);
+    assert!(!dir.join("out").exists(), "nothing written on failure");
 }
 
 // ── a real model ───────────────────────────────────────────────────────────────────────

@@ -1,16 +1,20 @@
 //! End-to-end tests of `loam gguf import | export`.
 //!
 //! References: transformers' own conversion of SmolLM2's GGUF (`models/smollm2-135m` in the
-//! fixtures, see scripts/oracle/fixtures_models.py), and scripts/oracle/check_gguf_export.py,
-//! which reads exported files with the `gguf` package (and transformers' GGUF loader).
+//! fixtures, see scripts/oracle/fixtures_models.py); scripts/oracle/check_gguf_export.py,
+//! which reads exported files with the `gguf` package (and transformers' GGUF loader);
+//! llama.cpp itself (llama-cpp-python, scripts/oracle/check_llama_cpp.py) running exports;
+//! and GGUFs written by llama.cpp's own converter (scripts/oracle/fixtures_llama_cpp.py).
 
 mod common;
 use common::*;
 
+use loam::model::{self, Positions};
 use loam_data::Tokenizer;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tch::{Device, Kind, Tensor};
 
 fn smollm2_gguf() -> PathBuf {
     fixtures().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -64,12 +68,13 @@ fn assert_same_loss(a: f64, b: f64, rel: f64, what: &str) {
     );
 }
 
-/// Runs scripts/oracle/check_gguf_export.py on an exported file.
-fn check_export(file: &Path, model: &Path, extra: &[&str]) {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/oracle/check_gguf_export.py");
+/// Runs an oracle script, `scripts/oracle/<script> FILE MODEL [extra]`, which must succeed.
+fn run_oracle(script: &str, file: &Path, model: &Path, extra: &[&str]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/oracle")
+        .join(script);
     let out = Command::new(python())
-        .arg(&script)
+        .arg(&path)
         .arg(file)
         .arg(model)
         .args(extra)
@@ -78,10 +83,40 @@ fn check_export(file: &Path, model: &Path, extra: &[&str]) {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "check_gguf_export.py failed:\n{report}\n{}",
+        "{script} failed:\n{report}\n{}",
         stderr(&out)
     );
     eprintln!("{}", report.trim());
+}
+
+/// Runs scripts/oracle/check_gguf_export.py on an exported file.
+fn check_export(file: &Path, model: &Path, extra: &[&str]) {
+    run_oracle("check_gguf_export.py", file, model, extra);
+}
+
+/// loam's f32 logits for a model directory on `input_ids` `[B, T]`.
+fn loam_logits(dir: &Path, input_ids: &Tensor) -> Tensor {
+    let lm = model::load(dir, Kind::Float, Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+    let (b, t) = input_ids.size2().unwrap();
+    let _guard = tch::no_grad_guard();
+    lm.logits(input_ids, &Positions::contiguous(b, t, Device::Cpu))
+}
+
+/// transformers' reference for a fixture model (scripts/oracle/fixtures_models.py).
+fn expected_logits(name: &str) -> (Tensor, Tensor) {
+    let path = fixtures()
+        .join("expected")
+        .join(name)
+        .join("logits.safetensors");
+    let mut found: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .into_iter()
+        .collect();
+    (
+        found.remove("input_ids").unwrap(),
+        found.remove("logits_f32").unwrap(),
+    )
 }
 
 const TEXTS: &[&str] = &[
@@ -229,6 +264,94 @@ fn smollm2_f16_export_loads_in_transformers_with_the_same_predictions() {
 }
 
 #[test]
+fn smollm2_f16_export_runs_in_llama_cpp_with_transformers_tokens_and_predictions() {
+    let dir = temp_dir("smollm2-llama-cpp");
+    let file = dir.join("smollm2.f16.gguf");
+    export(&model("smollm2-135m"), &file, "f16");
+    // llama.cpp's tokenizer gives transformers' ids on multilingual text, and its logits the
+    // same top-1 at >= 97% of positions.
+    run_oracle("check_llama_cpp.py", &file, &model("smollm2-135m"), &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn llama_cpp_converter_outputs_import_with_transformers_logits() {
+    // GGUFs from llama.cpp's own convert_hf_to_gguf.py: for llama-gqa its Llama 3.1 rope
+    // scaling is only a rope_freqs.weight tensor, which import turns back into parameters.
+    let fixtures = fixtures();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures.join("llama_cpp/manifest.json"))
+            .expect("llama.cpp fixtures missing: run scripts/oracle/build.sh"),
+    )
+    .unwrap();
+    let dir = temp_dir("llama-cpp-import");
+    let mut names = Vec::new();
+    for entry in manifest["models"].as_array().unwrap() {
+        let name = entry["name"].as_str().unwrap();
+        let file = fixtures
+            .join("llama_cpp")
+            .join(entry["gguf"].as_str().unwrap());
+        let out = dir.join(name);
+        import(&file, &out);
+        let (input_ids, reference) = expected_logits(name);
+        let diff = (loam_logits(&out, &input_ids) - &reference)
+            .abs()
+            .max()
+            .double_value(&[]);
+        eprintln!("{name}: llama.cpp converter → loam import: max-abs logit diff {diff:.2e}");
+        assert!(diff <= 1e-4, "{name}: logits differ by {diff:e} (> 1e-4)");
+        names.push(name.to_string());
+    }
+    assert!(names.contains(&"llama-gqa".to_string()), "{names:?}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("llama-gqa/config.json")).unwrap()).unwrap();
+    assert_eq!(config["rope_parameters"]["rope_type"], "llama3", "{config}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A GGUF writer with the metadata of a zero-layer llama (no tokens, no tensors yet).
+fn tiny_llama_gguf(file: &Path) -> loam_gguf::GgufWriter {
+    let mut w = loam_gguf::GgufWriter::new(file);
+    w.add_metadata("general.architecture", "llama").unwrap();
+    for (k, v) in [
+        ("llama.embedding_length", 32u32),
+        ("llama.attention.head_count", 2),
+        ("llama.block_count", 0),
+        ("llama.feed_forward_length", 64),
+        ("llama.context_length", 128),
+    ] {
+        w.add_metadata(k, v).unwrap();
+    }
+    w.add_metadata("tokenizer.ggml.model", "gpt2").unwrap();
+    w
+}
+
+#[test]
+fn rope_freqs_that_are_not_llama_3_1_scaling_are_a_clear_error() {
+    use loam_gguf::GgmlType;
+    let dir = temp_dir("bad-rope-freqs");
+    let file = dir.join("rope.gguf");
+    let mut w = tiny_llama_gguf(&file);
+    w.add_metadata("tokenizer.ggml.tokens", vec!["a".to_string()])
+        .unwrap();
+    w.add_tensor("rope_freqs.weight", &[8], GgmlType::F32)
+        .unwrap();
+    let mut d = w.start_data().unwrap();
+    // Divisors must never decrease from high to low frequencies.
+    d.write_tensor_f32(
+        "rope_freqs.weight",
+        &[1.0, 1.0, 4.0, 2.0, 8.0, 8.0, 8.0, 8.0],
+    )
+    .unwrap();
+    d.finish().unwrap();
+    let out = dir.join("out");
+    let res = loam(&["gguf", "import", s(&file), "--out", s(&out)]);
+    assert_clean_failure(&res, &["rope.gguf", "rope_freqs.weight", "Llama 3.1"]);
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn import_refuses_to_overwrite_without_force() {
     let dir = temp_dir("force");
     let out = dir.join("existing");
@@ -311,21 +434,10 @@ fn corrupt_gguf_is_a_clear_error_with_no_output() {
 
 #[test]
 fn tensor_type_loam_cannot_dequantize_is_named() {
-    use loam_gguf::{GgmlType, GgufWriter};
+    use loam_gguf::GgmlType;
     let dir = temp_dir("bad-type");
     let file = dir.join("iq4.gguf");
-    let mut w = GgufWriter::new(&file);
-    w.add_metadata("general.architecture", "llama").unwrap();
-    for (k, v) in [
-        ("llama.embedding_length", 32u32),
-        ("llama.attention.head_count", 2),
-        ("llama.block_count", 0),
-        ("llama.feed_forward_length", 64),
-        ("llama.context_length", 128),
-    ] {
-        w.add_metadata(k, v).unwrap();
-    }
-    w.add_metadata("tokenizer.ggml.model", "gpt2").unwrap();
+    let mut w = tiny_llama_gguf(&file);
     w.add_metadata(
         "tokenizer.ggml.tokens",
         vec!["a".to_string(), "b".to_string()],

@@ -57,6 +57,10 @@ pub enum DataError {
         what: String,
         hint: Option<String>,
     },
+    /// Input that is neither a file nor a recipe key: a command's arguments, what a search
+    /// found (or did not find).
+    #[error("{what}\n  hint: {hint}")]
+    Input { what: String, hint: String },
     /// A resume cursor that does not match the data or the recipe.
     #[error("cannot resume: {what}\n  hint: {hint}")]
     Cursor { what: String, hint: String },
@@ -92,6 +96,13 @@ impl DataError {
             key: key.into(),
             what: what.into(),
             hint,
+        }
+    }
+
+    pub fn input(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        DataError::Input {
+            what: what.into(),
+            hint: hint.into(),
         }
     }
 

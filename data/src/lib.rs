@@ -17,6 +17,8 @@
 //!   `BatchStream::{has_eval, eval_examples, count_batches}`. The encoder is any
 //!   `Fn(&Sample, &EncodeOptions) -> anyhow::Result<Example>` ([`stream::Encode`]).
 //! - [`stats::DataStats`]: what `loam data stats` prints.
+//! - [`gettext::build`] + [`gettext::write_parquet`]: a translation chat dataset from the
+//!   gettext catalogs (`.mo`) installed for a language (`loam data gettext`).
 //!
 //! Every error is a [`DataError`] whose message names the file, row group / row and column
 //! (or the recipe key) and what to do.
@@ -88,6 +90,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod format;
+pub mod gettext;
 pub mod pack;
 pub mod preview;
 pub mod source;

@@ -132,3 +132,8 @@ eval_every = 3
     std::fs::write(&path, recipe).unwrap();
     path
 }
+
+/// A locale directory as distributions lay it out: `root/<lang>/LC_MESSAGES/<name>.mo`.
+pub fn write_catalog(root: &Path, lang: &str, name: &str, pairs: &[(&str, &str)]) -> PathBuf {
+    loam_data::gettext::write_catalog(root, lang, name, pairs).unwrap()
+}

@@ -42,16 +42,17 @@ pub fn dtype_name(kind: Kind) -> &'static str {
     }
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), e.g. "1.2 GiB".
+/// Peak resident memory of this process in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// [`peak_rss_bytes`] for people, e.g. "1.2 GiB".
 pub fn peak_rss_human() -> String {
-    let kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        });
-    match kib {
+    match peak_rss_bytes().map(|b| b as f64 / 1024.0) {
         Some(k) if k >= 1024.0 * 1024.0 => format!("{:.2} GiB", k / 1024.0 / 1024.0),
         Some(k) => format!("{:.0} MiB", k / 1024.0),
         None => "unknown".into(),

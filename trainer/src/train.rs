@@ -39,6 +39,7 @@ struct StepMetrics {
     eval_loss: Option<f64>,
 }
 
+#[derive(Debug, serde::Serialize)]
 pub struct Summary {
     pub out_dir: PathBuf,
     pub steps: u64,

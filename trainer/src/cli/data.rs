@@ -1,18 +1,21 @@
 //! `loam data preview RECIPE` and `loam data stats RECIPE`: look at the data exactly as
-//! training will see it, before spending compute on it.
+//! training will see it, before spending compute on it. `loam data gettext`: build a
+//! translation dataset from the gettext catalogs installed for a language.
 
 use crate::hub;
 use crate::recipe::Recipe;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use loam_data::encode::Encoder;
+use loam_data::gettext;
 use loam_data::preview::{render_marked, trained_tokens, Marks};
 use loam_data::source::Source;
 use loam_data::stream::{BatchStream, Split};
 use loam_data::Tokenizer;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum DataCommand {
@@ -20,6 +23,9 @@ pub enum DataCommand {
     Preview(PreviewArgs),
     /// Rows, tokens, trained tokens, truncated / dropped / skipped rows, padding waste.
     Stats(StatsArgs),
+    /// Build a translation chat dataset (English → a language) from the gettext catalogs
+    /// (.mo) installed for that language: OUT/train.parquet, OUT/eval.parquet.
+    Gettext(GettextArgs),
 }
 
 #[derive(Args)]
@@ -40,10 +46,45 @@ pub struct StatsArgs {
     sets: Vec<String>,
 }
 
+#[derive(Args)]
+pub struct GettextArgs {
+    /// The language: its locale directory name (cy, eu, ga, pt_BR, sr@latin). Regional
+    /// variants are not mixed in: `pt` reads pt/, not pt_BR/.
+    #[arg(long, default_value = "cy")]
+    lang: String,
+    /// Output directory: train.parquet, eval.parquet and summary.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Where to look for LANG/LC_MESSAGES/*.mo (repeatable). Default: /usr/share/locale,
+    /// /usr/share/locale-langpack and /usr/local/share/locale, unless .mo files are given.
+    #[arg(long = "locale-dir", value_name = "DIR")]
+    locale_dirs: Vec<PathBuf>,
+    /// .mo files to read (any problem with one is an error; with none, the locale
+    /// directories are searched).
+    #[arg(value_name = "CATALOG.mo")]
+    catalogs: Vec<PathBuf>,
+    /// The language's name in the prompt ("Translate into NAME:"). Default: from the code.
+    #[arg(long)]
+    language_name: Option<String>,
+    /// Share of distinct English messages held out in eval.parquet (by a hash of the message).
+    #[arg(long, default_value_t = 0.05)]
+    eval_fraction: f64,
+    /// Which messages are held out, and the row order.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Leave out messages longer than this many characters (either side).
+    #[arg(long, default_value_t = 1000)]
+    max_chars: usize,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
 pub fn run(command: DataCommand) -> Result<()> {
     match command {
         DataCommand::Preview(args) => preview(args),
         DataCommand::Stats(args) => stats(args),
+        DataCommand::Gettext(args) => gettext(args),
     }
 }
 
@@ -121,5 +162,50 @@ fn stats(args: StatsArgs) -> Result<()> {
         recipe.data.seq_len, recipe.data.packing
     );
     println!("{}", stats.summary());
+    Ok(())
+}
+
+fn gettext(args: GettextArgs) -> Result<()> {
+    let started = Instant::now();
+    let out = &args.out;
+    if out.exists() && !args.force {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            out.display()
+        );
+    }
+    let data = gettext::build(&gettext::Options {
+        lang: args.lang,
+        language_name: args.language_name,
+        locale_dirs: args.locale_dirs,
+        catalogs: args.catalogs,
+        eval_fraction: args.eval_fraction,
+        seed: args.seed,
+        max_chars: args.max_chars,
+    })?;
+    // Written under a temporary name and renamed: OUT is complete or absent.
+    let tmp = PathBuf::from(format!("{}.tmp", out.display()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let written = (|| -> Result<()> {
+        gettext::write_parquet(&tmp.join("train.parquet"), &data.train, &data.language)?;
+        gettext::write_parquet(&tmp.join("eval.parquet"), &data.eval, &data.language)?;
+        let summary = serde_json::to_string_pretty(&data.summary)?;
+        std::fs::write(tmp.join("summary.json"), summary + "\n")
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    crate::fsutil::replace_dir(&tmp, out)?;
+    println!("{}", data.summary.report());
+    println!(
+        "wrote {} and {} in {:.2} s",
+        out.join("train.parquet").display(),
+        out.join("eval.parquet").display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -61,15 +61,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ),
         _ => String::new(),
     };
+    let tokens_per_s = s.tokens as f64 / s.wall_s.max(1e-9);
     eprintln!(
-        "\ndone: {} steps, {} trained tokens in {:.1}s ({:.0} tokens/s), peak memory {}\n{evals}adapter: {}\nmetrics: {}",
+        "\ndone: {} steps, {} trained tokens in {:.1}s ({tokens_per_s:.0} tokens/s), peak memory {}\n{evals}adapter: {}\nmetrics: {}",
         s.steps,
         s.tokens,
         s.wall_s,
-        s.tokens as f64 / s.wall_s.max(1e-9),
         crate::runtime::peak_rss_human(),
         s.out_dir.join("adapter").display(),
         s.out_dir.join("metrics.jsonl").display(),
     );
+    // The same, for scripts: summary.json beside the adapter.
+    let mut json = serde_json::to_value(&s)?;
+    json["tokens_per_s"] = tokens_per_s.into();
+    json["peak_rss_bytes"] = crate::runtime::peak_rss_bytes().into();
+    json["adapter"] = s.out_dir.join("adapter").display().to_string().into();
+    std::fs::write(
+        s.out_dir.join("summary.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     Ok(())
 }

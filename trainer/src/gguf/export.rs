@@ -8,6 +8,7 @@
 
 use super::import::ROPE_SCALING_KEY;
 use super::names::{hf_to_gguf, permute_rows, rotary_of, Rotary};
+use super::rope_freqs;
 use super::tokenizer::Vocab;
 use crate::model::config::{Family, ModelSpec, RopeScaling};
 use crate::weights::Weights;
@@ -246,31 +247,21 @@ fn add_hparams(w: &mut GgufWriter, spec: &ModelSpec, arch: &str) -> Result<()> {
 fn llama3_rope_factors(spec: &ModelSpec) -> Option<Vec<f32>> {
     let RopeScaling::Llama3 {
         factor,
-        low_freq_factor: low,
-        high_freq_factor: high,
-        original_max_position_embeddings: old,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings,
     } = spec.rope_scaling
     else {
         return None;
     };
-    let dim = spec.head_dim as f64;
-    let (low_wavelen, high_wavelen) = (old / low, old / high);
-    let factors = (0..spec.head_dim as usize / 2)
-        .map(|i| {
-            let freq = 1.0 / spec.rope_theta.powf(2.0 * i as f64 / dim);
-            let wavelen = 2.0 * std::f64::consts::PI / freq;
-            let f = if wavelen < high_wavelen {
-                1.0
-            } else if wavelen > low_wavelen {
-                factor
-            } else {
-                let smooth = (old / wavelen - low) / (high - low);
-                1.0 / ((1.0 - smooth) / factor + smooth)
-            };
-            f as f32
-        })
-        .collect();
-    Some(factors)
+    Some(rope_freqs::factors(
+        spec.rope_theta,
+        spec.head_dim as usize,
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings,
+    ))
 }
 
 /// `general.name`: the directory's name (`_name_or_path` is often a training path).

@@ -6,8 +6,10 @@
 //! written, the directory is built under a temporary name and renamed at the end.
 
 use super::names::{gguf_to_hf, rotary_of, unpermute_rows, Rotary};
+use super::rope_freqs;
 use super::tokenizer::Vocab;
 use crate::fsutil;
+use crate::model::config::RopeScaling;
 use anyhow::{bail, Context, Result};
 use loam_gguf::{GgmlType, GgufFile};
 use serde_json::{json, Value as Json};
@@ -21,7 +23,8 @@ pub const ARCHITECTURES: &[(&str, &str, &str)] = &[
 ];
 
 /// Metadata key where `loam gguf export` keeps a Hugging Face `rope_scaling` that llama.cpp
-/// only stores as the `rope_freqs.weight` tensor (Llama 3.1 scaling).
+/// only stores as the `rope_freqs.weight` tensor (Llama 3.1 scaling). Import restores the
+/// exact parameters from it, and reconstructs equivalent ones from the tensor without it.
 pub const ROPE_SCALING_KEY: &str = "loam.rope_scaling";
 
 /// One tensor to write: GGUF name, HF name, PyTorch shape, rows to un-permute by `n_heads`.
@@ -138,6 +141,7 @@ fn read_hparams(f: &GgufFile) -> Result<HParams> {
             );
         }
     }
+    let rope_theta = float("rope.freq_base")?.unwrap_or(10_000.0);
     let mut rope_scaling = None;
     if let Some(kind) = f.get_opt::<&str>(&format!("{arch}.rope.scaling.type"))? {
         match kind {
@@ -152,18 +156,17 @@ fn read_hparams(f: &GgufFile) -> Result<HParams> {
             ),
         }
     }
-    if f.tensor("rope_freqs.weight").is_some() {
-        let Some(text) = f.get_opt::<&str>(ROPE_SCALING_KEY)? else {
-            bail!(
-                "{}: the file has a rope_freqs.weight tensor (Llama 3.1 rope scaling) without \
-                 its parameters; loam can import that only from GGUFs loam exported",
-                f.path().display()
-            );
-        };
+    let context = uint("context_length")?;
+    if let Some(text) = f.get_opt::<&str>(ROPE_SCALING_KEY)? {
         rope_scaling =
             Some(serde_json::from_str(text).with_context(|| {
                 format!("{}: {ROPE_SCALING_KEY} is not JSON", f.path().display())
             })?);
+    } else if f.tensor("rope_freqs.weight").is_some() {
+        let original = f
+            .get_opt::<u32>(&format!("{arch}.rope.scaling.original_context_length"))?
+            .map(f64::from);
+        rope_scaling = llama3_from_rope_freqs(f, rope_theta, head_dim, context, original)?;
     }
     Ok(HParams {
         arch,
@@ -175,10 +178,54 @@ fn read_hparams(f: &GgufFile) -> Result<HParams> {
         heads,
         kv_heads,
         head_dim,
-        context: uint("context_length")?,
+        context,
         rms_eps: float("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6),
-        rope_theta: float("rope.freq_base")?.unwrap_or(10_000.0),
+        rope_theta,
         rope_scaling,
+    })
+}
+
+/// The Hugging Face `rope_scaling` (llama3) equivalent to llama.cpp's `rope_freqs.weight`,
+/// as llama.cpp's converter writes it for Llama 3.1 models. Its parameters are identifiable
+/// only up to a common scale, fixed by `original_max_position_embeddings`: the file's
+/// `rope.scaling.original_context_length` if it has one, else Llama 3.1's 8192, or
+/// `context / factor` for models whose context is not longer than that.
+fn llama3_from_rope_freqs(
+    f: &GgufFile,
+    rope_theta: f64,
+    head_dim: u64,
+    context: u64,
+    original: Option<f64>,
+) -> Result<Option<Json>> {
+    let divisors = f.dequantize("rope_freqs.weight")?;
+    let top = divisors.iter().copied().fold(1f32, f32::max) as f64;
+    let old = original.unwrap_or(if context > 8192 {
+        8192.0
+    } else {
+        (context as f64 / top).round().max(1.0)
+    });
+    let scaling =
+        rope_freqs::solve(&divisors, rope_theta, head_dim as usize, old).with_context(|| {
+            format!(
+                "{}: tensor rope_freqs.weight does not hold Llama 3.1 rope scaling, the only \
+                 kind loam imports",
+                f.path().display()
+            )
+        })?;
+    Ok(match scaling {
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => Some(json!({
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_max_position_embeddings as u64,
+        })),
+        _ => None,
     })
 }
 

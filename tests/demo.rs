@@ -1,0 +1,99 @@
+//! The README's demo command (scripts/demo.sh), end to end with a tiny step count: import
+//! SmolLM2's GGUF, build translation chats from gettext catalogs, eval, generate, train,
+//! eval and generate with the adapter, merge, export a q8_0 GGUF, summarize.
+mod common;
+use common::*;
+use std::process::Command;
+
+/// A small catalog of English → Welsh UI messages: every verb with every noun, so held-out
+/// messages are new combinations of words the training messages teach.
+fn welsh_pairs() -> Vec<(String, String)> {
+    let verbs = [
+        ("Open", "Agor"),
+        ("Save", "Cadw"),
+        ("Close", "Cau"),
+        ("Delete", "Dileu"),
+        ("Copy", "Copïo"),
+        ("Print", "Argraffu"),
+        ("Rename", "Ailenwi"),
+        ("Find", "Canfod"),
+        ("Edit", "Golygu"),
+        ("Show", "Dangos"),
+    ];
+    let nouns = [
+        ("file", "ffeil"),
+        ("folder", "ffolder"),
+        ("window", "ffenestr"),
+        ("page", "tudalen"),
+        ("picture", "llun"),
+        ("message", "neges"),
+        ("document", "dogfen"),
+        ("settings", "gosodiadau"),
+        ("list", "rhestr"),
+        ("account", "cyfrif"),
+    ];
+    let mut pairs = Vec::new();
+    for (ve, vc) in verbs {
+        for (ne, nc) in nouns {
+            pairs.push((format!("{ve} {ne}"), format!("{vc} {nc}")));
+        }
+    }
+    pairs
+}
+
+#[test]
+fn the_demo_runs_the_whole_story_and_the_held_out_loss_falls() {
+    let dir = temp_dir("demo");
+    let pairs = welsh_pairs();
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    write_catalog(&dir.join("locale"), "cy", "demo", &pairs);
+    let run = dir.join("run");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(root.join("scripts/demo.sh"))
+        .env("LOAM_DEMO_SKIP_SETUP", "1")
+        .env("LOAM_BIN", env!("CARGO_BIN_EXE_loam"))
+        .env(
+            "LOAM_DEMO_GGUF",
+            fixtures().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        )
+        .env("LOAM_DEMO_MODEL", dir.join("model"))
+        .env("LOAM_DEMO_LOCALE_DIR", dir.join("locale"))
+        .env("LOAM_DEMO_RUN", &run)
+        .env("LOAM_DEMO_STEPS", "8")
+        .env("LOAM_DEMO_GEN_TOKENS", "8")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        stderr(&out)
+    );
+    for line in ["eval loss:", "held-out translations", "ollama create"] {
+        assert!(
+            stdout.contains(line),
+            "the summary lacks `{line}`:\n{stdout}"
+        );
+    }
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join(p)).unwrap()).unwrap()
+    };
+    let (before, after) = (read("eval-before.json"), read("eval-after.json"));
+    assert!(
+        after["loss"].as_f64() < before["loss"].as_f64(),
+        "held-out loss {before} -> {after}"
+    );
+    assert_eq!(read("train/summary.json")["steps"], 8);
+    for artifact in [
+        "train/adapter/adapter_model.safetensors",
+        "merged/config.json",
+        "merged/README.md",
+        "smollm2-135m-instruct-cy-q8_0.gguf",
+        "Modelfile",
+    ] {
+        assert!(run.join(artifact).is_file(), "{artifact} missing");
+    }
+}
