@@ -2,8 +2,9 @@
 # Sets up loam on this machine, idempotently:
 #   1. a Python virtual environment cached per machine ($LOAM_VENV, default
 #      ~/.cache/loam/venv) with the torch wheel (libtorch) and the reference stack;
-#   2. llama.cpp in that environment (llama-cpp-python, compiled once per machine into a
-#      cached wheel) and its GGUF converter, for the tests: scripts/setup_llama_cpp.sh;
+#   2. with --tests (scripts/test.sh): llama.cpp in that environment (llama-cpp-python,
+#      compiled once per machine into a cached wheel) and its GGUF converter, the oracles
+#      the tests check GGUF files with: scripts/setup_llama_cpp.sh;
 #   3. a release build of `loam`, linked with an rpath to that libtorch.
 # A second run takes seconds.
 set -euo pipefail
@@ -40,7 +41,9 @@ source scripts/env.sh
 [ -n "${LIBTORCH:-}" ] || die "no torch package found in $LOAM_VENV; delete $LOAM_VENV and run again"
 
 # 2. llama.cpp, a test oracle (its wheel is cached outside the venv: never rebuilt for a new venv).
-scripts/setup_llama_cpp.sh
+if [ "${1:-}" = "--tests" ]; then
+  scripts/setup_llama_cpp.sh
+fi
 
 # 3. The binary.
 say "building loam (release)"

@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-scripts/setup.sh
+scripts/setup.sh --tests
 source scripts/env.sh
 scripts/oracle/build.sh
 printf '\033[1m[test]\033[0m cargo test (release)\n' >&2
