@@ -364,7 +364,13 @@ pub fn assistant_spans(
     if use_markers {
         return template.render_with_generation_spans(messages, false);
     }
-    let full = template.render(messages, false)?;
+    let conversation = template.conversation(messages)?;
+    let render = |len: usize, add_generation_prompt: bool| {
+        template
+            .render_prefix(&conversation, len, add_generation_prompt)
+            .map(|(text, _)| text)
+    };
+    let full = render(messages.len(), false)?;
     let cannot_locate = |i: usize, why: &str| {
         anyhow::anyhow!(
             "chat template {}: {why}, so assistant turn {i} cannot be located; use train_on = \
@@ -377,25 +383,26 @@ pub fn assistant_spans(
         if m.role != "assistant" {
             continue;
         }
+        let rendered_upto;
         let upto = if i + 1 == messages.len() {
-            full.clone()
+            full.as_str()
         } else {
-            template.render(&messages[..=i], false)?
+            rendered_upto = render(i + 1, false)?;
+            rendered_upto.as_str()
         };
-        if !full.starts_with(&upto) {
+        if !full.starts_with(upto) {
             return Err(cannot_locate(
                 i,
                 "rendering the conversation up to this turn is not a prefix of rendering all of \
                  it (the template rewrites earlier turns)",
             ));
         }
-        let before = &messages[..i];
         // Nothing precedes turn 0 (and templates that read messages[0] fail on no messages).
-        let (base, prompt) = if before.is_empty() {
+        let (base, prompt) = if i == 0 {
             (String::new(), None)
         } else {
-            let base = template.render(before, false)?;
-            let prompt = match template.render(before, true) {
+            let base = render(i, false)?;
+            let prompt = match render(i, true) {
                 Ok(with) => with.strip_prefix(base.as_str()).map(str::to_string),
                 Err(_) => None,
             };

@@ -2,7 +2,8 @@
 //!
 //! The flow, one module per stage:
 //! `source` (Parquet row groups) → `format` (rows → [`Sample`]) → `template` (chat template)
-//! → `tokenize` ([`Sample`] → [`Example`]) → `stream` (mix, shuffle, epochs) → `pack` ([`Batch`]).
+//! → `tokenize` ([`Sample`] → [`Example`]; `fast_bpe` is its fast path for byte-level BPE)
+//! → `stream` (mix, shuffle, epochs) → `pack` ([`Batch`]).
 //!
 //! What the trainer and the CLI call:
 //! - [`DataConfig`] / [`SourceConfig`]: the recipe's `[data]` table. [`DataConfig::from_toml`]
@@ -89,6 +90,7 @@ pub use tokenize::Tokenizer;
 pub mod config;
 pub mod encode;
 pub mod error;
+mod fast_bpe;
 pub mod format;
 pub mod gettext;
 pub mod pack;

@@ -228,18 +228,21 @@ fn encode_rows(
         }
         slices.push(slice);
     }
+    // The calling thread encodes the first slice itself instead of waiting idle.
+    let mut slices = slices.into_iter();
+    let first = slices.next().unwrap_or_default();
     std::thread::scope(|scope| {
         let handles: Vec<_> = slices
-            .into_iter()
             .map(|slice| scope.spawn(move || slice.into_iter().map(encode).collect::<Vec<_>>()))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
+        let mut out: Vec<_> = first.into_iter().map(encode).collect();
+        for h in handles {
+            out.extend(
                 h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        out
     })
 }
 

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use minijinja::value::{Kwargs, Value, ValueKind};
+use minijinja::value::{Enumerator, Kwargs, Object, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 
 use crate::tokenize::{TemplateSource, Tokenizer};
@@ -27,8 +28,47 @@ pub struct ChatTemplate {
     origin: String,
     env: Environment<'static>,
     has_generation_markers: bool,
-    /// `bos_token`, `eos_token`, … as strings.
-    special_tokens: BTreeMap<String, String>,
+    /// `bos_token`, `eos_token`, … as template values.
+    special_tokens: Arc<BTreeMap<String, Value>>,
+}
+
+/// A conversation ready to render, whole or any prefix of it: checked and converted to
+/// template values once (a chat's assistant spans take several renders of its prefixes).
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    messages: Vec<Value>,
+}
+
+/// The variables of a render, as transformers passes them: the tokenizer's named special
+/// tokens, `messages`, `add_generation_prompt`, and `tools` / `documents` as none.
+#[derive(Debug)]
+struct Context {
+    special_tokens: Arc<BTreeMap<String, Value>>,
+    messages: Value,
+    add_generation_prompt: bool,
+}
+
+const CONTEXT_KEYS: [&str; 4] = ["messages", "add_generation_prompt", "tools", "documents"];
+
+impl Object for Context {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "messages" => Some(self.messages.clone()),
+            "add_generation_prompt" => Some(Value::from(self.add_generation_prompt)),
+            "tools" | "documents" => Some(Value::from(())),
+            name => self.special_tokens.get(name).cloned(),
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let names: std::collections::BTreeSet<&str> = self
+            .special_tokens
+            .keys()
+            .map(String::as_str)
+            .chain(CONTEXT_KEYS)
+            .collect();
+        Enumerator::Values(names.into_iter().map(Value::from).collect())
+    }
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -78,7 +118,12 @@ impl ChatTemplate {
             origin: source.origin.clone(),
             env,
             has_generation_markers,
-            special_tokens: special_tokens.clone(),
+            special_tokens: Arc::new(
+                special_tokens
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect(),
+            ),
         })
     }
 
@@ -123,6 +168,12 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<(String, Vec<Range<usize>>)> {
+        let conversation = self.conversation(messages)?;
+        self.render_prefix(&conversation, messages.len(), add_generation_prompt)
+    }
+
+    /// `messages`, checked and converted for rendering (see [`ChatTemplate::render_prefix`]).
+    pub fn conversation(&self, messages: &[Message]) -> Result<Conversation> {
         if messages
             .iter()
             .any(|m| has_marker(&m.content) || has_marker(&m.role))
@@ -132,15 +183,24 @@ impl ChatTemplate {
                  internally to mark generated text; remove them from the data"
             );
         }
-        let mut ctx: BTreeMap<&str, Value> = self
-            .special_tokens
-            .iter()
-            .map(|(k, v)| (k.as_str(), Value::from(v.as_str())))
-            .collect();
-        ctx.insert("messages", Value::from_serialize(messages));
-        ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
-        ctx.insert("tools", Value::from(()));
-        ctx.insert("documents", Value::from(()));
+        Ok(Conversation {
+            messages: messages.iter().map(Value::from_serialize).collect(),
+        })
+    }
+
+    /// [`ChatTemplate::render_with_generation_spans`] of the first `len` messages of a
+    /// conversation (panics when it has fewer).
+    pub fn render_prefix(
+        &self,
+        conversation: &Conversation,
+        len: usize,
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<Range<usize>>)> {
+        let ctx = Value::from_object(Context {
+            special_tokens: self.special_tokens.clone(),
+            messages: conversation.messages[..len].iter().cloned().collect(),
+            add_generation_prompt,
+        });
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -150,7 +210,7 @@ impl ChatTemplate {
         let rendered =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| template.render(ctx)));
         match rendered {
-            Ok(Ok(raw)) => Ok(split_generation_markers(&raw)),
+            Ok(Ok(raw)) => Ok(split_generation_markers(raw)),
             Ok(Err(e)) => Err(self.render_error(&e)),
             Err(_) => bail!(
                 "chat template {} failed to render: the template engine crashed on this \
@@ -178,7 +238,8 @@ impl ChatTemplate {
 }
 
 fn has_marker(s: &str) -> bool {
-    s.contains([GEN_START, GEN_END])
+    // Two one-character searches (memchr) are much faster than one for either character.
+    s.contains(GEN_START) || s.contains(GEN_END)
 }
 
 /// One line: what failed and where in the template.
@@ -238,9 +299,9 @@ fn rewrite_generation_tags(text: &str) -> (String, bool) {
 }
 
 /// Removes the generation markers and returns where they were, as byte ranges of the result.
-fn split_generation_markers(raw: &str) -> (String, Vec<Range<usize>>) {
-    if !has_marker(raw) {
-        return (raw.to_string(), Vec::new());
+fn split_generation_markers(raw: String) -> (String, Vec<Range<usize>>) {
+    if !has_marker(&raw) {
+        return (raw, Vec::new());
     }
     let mut out = String::with_capacity(raw.len());
     let mut spans = Vec::new();
@@ -711,6 +772,24 @@ mod tests {
             r#"{"a": "é<&>", "b": [1, 2.5, null, true], "c": {}}|"x"|"\u00fc\ud83d\ude42"|[
   1
 ]|{"a":2,"b":1}"#
+        );
+    }
+
+    #[test]
+    fn a_prefix_renders_as_those_messages_alone() {
+        let t = inline("{{ bos_token }}{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}{{ tools is none }}{{ documents is none }}{{ foo is defined }}{% if add_generation_prompt %}>{% endif %}");
+        let msgs = [msg("user", "a"), msg("assistant", "b"), msg("user", "c")];
+        let conversation = t.conversation(&msgs).unwrap();
+        for len in 0..=msgs.len() {
+            for prompt in [false, true] {
+                let (text, spans) = t.render_prefix(&conversation, len, prompt).unwrap();
+                assert_eq!(text, t.render(&msgs[..len], prompt).unwrap());
+                assert!(spans.is_empty());
+            }
+        }
+        assert_eq!(
+            t.render(&msgs[..1], true).unwrap(),
+            "<s>user:a;TrueTrueFalse>"
         );
     }
 

@@ -1,6 +1,8 @@
 //! A model's tokenizer as transformers loads it: `tokenizer.json` run by the `tokenizers`
 //! crate, with the special tokens, BOS/EOS flags and chat template of `tokenizer_config.json`,
 //! `special_tokens_map.json`, `chat_template.jinja` and `generation_config.json` on top.
+//! Byte-level BPE tokenizers (SmolLM2 and the GPT-2 family) encode through `fast_bpe`
+//! instead: the same ids and offsets, without the crate's per-token allocations.
 //!
 //! [`Tokenizer::encode_text`] is the definition of a `text` row (and of `loam eval`):
 //! `tokenizer(text)["input_ids"]` followed by EOS.
@@ -8,10 +10,13 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value as Json;
 use tokenizers::AddedToken;
+
+use crate::fast_bpe::FastBpe;
 
 /// A model's chat template as found in its files, before compilation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +44,9 @@ pub struct Tokenizer {
     /// What `generation_config.json` says generation stops on (empty when absent).
     generation_eos_ids: Vec<u32>,
     chat_template: Option<TemplateSource>,
+    /// The same encoding without the `tokenizers` crate's per-token allocations, for the
+    /// byte-level BPE tokenizers it reproduces exactly (`None` for the others).
+    fast: Option<Arc<FastBpe>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -48,6 +56,7 @@ impl std::fmt::Debug for Tokenizer {
             .field("vocab_size", &self.vocab_size())
             .field("special_tokens", &self.special_tokens)
             .field("generation_eos_ids", &self.generation_eos_ids)
+            .field("fast", &self.fast.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -163,12 +172,30 @@ impl Tokenizer {
         };
 
         Ok(Tokenizer {
+            fast: match FastBpe::new(&inner) {
+                Ok(fast) => Some(Arc::new(fast)),
+                Err(why) => {
+                    tracing::debug!("tokenizer without the fast path: {why}");
+                    None
+                }
+            },
             inner,
             dir: None,
             special_tokens,
             generation_eos_ids,
             chat_template,
         })
+    }
+
+    /// Whether encoding takes the fast path of `fast_bpe` (same results, less time).
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// This tokenizer encoding through the `tokenizers` crate only (to compare the paths).
+    pub fn without_fast_path(mut self) -> Tokenizer {
+        self.fast = None;
+        self
     }
 
     /// The directory this tokenizer was loaded from, if any.
@@ -215,6 +242,19 @@ impl Tokenizer {
     /// Ids and each token's byte range in `text`. Tokens the post-processor added
     /// (BOS, EOS) have an empty range at 0.
     pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<Encoded> {
+        if let Some(fast) = self
+            .fast
+            .as_deref()
+            .filter(|f| f.handles(add_special_tokens))
+        {
+            let mut encoded = Encoded {
+                ids: Vec::new(),
+                offsets: Vec::new(),
+            };
+            if fast.encode(text, &mut encoded.ids, &mut encoded.offsets) {
+                return Ok(encoded);
+            }
+        }
         let enc = self
             .inner
             .encode(text, add_special_tokens)

@@ -116,10 +116,11 @@ def gnu_time(path):
     parts = [float(x) for x in m.group(1).split(":")]
     wall = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
+    cpu = sum(float(re.search(rf"{k} time \(seconds\): (\S+)", t).group(1)) for k in ("User", "System"))
     status = int(re.search(r"Exit status: (\d+)", t).group(1))
     if status:
         sys.exit(f"{path}: exit status {status}:\n{t[-2000:]}")
-    return wall, rss
+    return wall, rss, cpu
 
 def loam_counts(path):
     t = open(path).read()
@@ -128,27 +129,28 @@ def loam_counts(path):
 
 mb = lambda p: os.path.getsize(p) / 1e6
 rows = []
-w, r = gnu_time(f"{d}/loam_1x.time"); c = loam_counts(f"{d}/loam_1x.out")
-rows.append(("loam", f"1x {mb(one):.0f} MB", c["rows"], c["tokens"], c["trained"], w, r, loads["loam_1x_load"]))
-w, r = gnu_time(f"{d}/datasets_1x.time"); c = json.loads(open(f"{d}/datasets_1x.out").read().strip().splitlines()[-1])
-rows.append(("datasets", f"1x {mb(one):.0f} MB", c["rows"], c["tokens"], c["trained_tokens"], w, r, loads["datasets_1x_load"]))
+w, r, cpu = gnu_time(f"{d}/loam_1x.time"); c = loam_counts(f"{d}/loam_1x.out")
+rows.append(("loam", f"1x {mb(one):.0f} MB", c["rows"], c["tokens"], c["trained"], w, cpu, r, loads["loam_1x_load"]))
+w, r, cpu = gnu_time(f"{d}/datasets_1x.time"); c = json.loads(open(f"{d}/datasets_1x.out").read().strip().splitlines()[-1])
+rows.append(("datasets", f"1x {mb(one):.0f} MB", c["rows"], c["tokens"], c["trained_tokens"], w, cpu, r, loads["datasets_1x_load"]))
 if scale > 1:
-    w, r = gnu_time(f"{d}/loam_big.time"); cb = loam_counts(f"{d}/loam_big.out")
-    rows.append(("loam", f"{scale}x {mb(big):.0f} MB", cb["rows"], cb["tokens"], cb["trained"], w, r, loads["loam_big_load"]))
+    w, r, cpu = gnu_time(f"{d}/loam_big.time"); cb = loam_counts(f"{d}/loam_big.out")
+    rows.append(("loam", f"{scale}x {mb(big):.0f} MB", cb["rows"], cb["tokens"], cb["trained"], w, cpu, r, loads["loam_big_load"]))
 
 print()
-hdr = f"{'pipeline':<9} {'file':<12} {'rows':>9} {'tokens':>12} {'trained':>12} {'wall s':>8} {'tokens/s':>10} {'peak RSS MB':>11}  load avg (1/5/15 min)"
+hdr = f"{'pipeline':<9} {'file':<12} {'rows':>9} {'tokens':>12} {'trained':>12} {'wall s':>8} {'CPU s':>8} {'tokens/s':>10} {'peak RSS MB':>11}  load avg (1/5/15 min)"
 print(hdr); print("-" * len(hdr))
-for name, f, n, t, tr, w, r, l in rows:
-    print(f"{name:<9} {f:<12} {n:>9} {t:>12} {tr:>12} {w:>8.1f} {t / w:>10.0f} {r:>11.0f}  {l}")
+for name, f, n, t, tr, w, cpu, r, l in rows:
+    print(f"{name:<9} {f:<12} {n:>9} {t:>12} {tr:>12} {w:>8.1f} {cpu:>8.1f} {t / w:>10.0f} {r:>11.0f}  {l}")
 lt, dt = rows[0][3] / rows[0][5], rows[1][3] / rows[1][5]
-print(f"\nthroughput ratio loam/datasets (1x): {lt / dt:.2f}x")
+print(f"\nthroughput ratio loam/datasets (1x): {lt / dt:.2f}x wall clock, "
+      f"{rows[1][6] / rows[0][6]:.2f}x less CPU time (user + sys; datasets' map workers included)")
 if rows[0][3] != rows[1][3] or rows[0][4] != rows[1][4]:
     print(f"note: token counts differ (loam {rows[0][3]}/{rows[0][4]} vs datasets {rows[1][3]}/{rows[1][4]} tokens/trained)")
 print(f"datasets: peak RSS is its largest single process (GNU time); main {c['maxrss_main_mb']:.0f} MB, "
       f"largest map worker {c['maxrss_largest_worker_mb']:.0f} MB, {c['sequences']} packed sequences")
 if scale > 1:
-    print(f"loam peak RSS: {rows[0][6]:.0f} MB on 1x, {rows[2][6]:.0f} MB on {scale}x ({rows[2][6] / rows[0][6]:.2f}x)")
+    print(f"loam peak RSS: {rows[0][7]:.0f} MB on 1x, {rows[2][7]:.0f} MB on {scale}x ({rows[2][7] / rows[0][7]:.2f}x)")
 PY
 
 if [ "$CLEAN" = 1 ]; then rm -f "$ONE" "$BIG"; fi
