@@ -3,9 +3,9 @@
 # communities already made, then publish it. Every step is a `loam` command you can run
 # yourself; the commands are printed as they run.
 #
-#   scripts/demo.sh                       Welsh (cy), ~150 training steps: minutes on 2 cores
+#   scripts/demo.sh                       Welsh (cy), 80 training steps: ~10 minutes on 2 cores
 #   LOAM_DEMO_LANG=eu scripts/demo.sh     any language with gettext catalogs: eu, ga, ca, ...
-#   LOAM_DEMO_LONG=1 scripts/demo.sh      the longer, better run: one full epoch of the data
+#   LOAM_DEMO_LONG=1 scripts/demo.sh      the longer, better run: two epochs (~410 steps)
 #   LOAM_DEMO_STEPS=N, LOAM_DEMO_RUN=DIR  training steps, output directory (runs/demo-<lang>)
 #
 # A GPU is used when there is one (the recipe says device = "auto").
@@ -22,7 +22,7 @@ source scripts/env.sh
 
 lang="${LOAM_DEMO_LANG:-cy}"
 run="${LOAM_DEMO_RUN:-runs/demo-$lang}"
-steps="${LOAM_DEMO_STEPS:-150}"
+steps="${LOAM_DEMO_STEPS:-80}"
 gen_tokens="${LOAM_DEMO_GEN_TOKENS:-48}"
 loam="${LOAM_BIN:-target/release/loam}"
 py="$LOAM_VENV/bin/python"
@@ -86,7 +86,7 @@ show $loam generate --model "$model" "${prompt_args[@]}" --max-new-tokens "$gen_
 
 # ── 4. training a LoRA adapter from the recipe ──────────────────────────────────────────
 length=(--set "train.steps=$steps")
-[ "${LOAM_DEMO_LONG:-0}" = 1 ] && length=(--set "train.epochs=1" --set "train.checkpoint_every=500" --set "train.eval_every=500")
+[ "${LOAM_DEMO_LONG:-0}" = 1 ] && length=(--set "train.steps=410" --set "train.eval_every=100")
 say "4. training a LoRA adapter (recipes/gettext-translate.toml)"
 rm -rf "$run/train"
 show $loam train recipes/gettext-translate.toml \
