@@ -125,8 +125,8 @@ for b, a in zip(*gens):
     english = b["prompt"].split("\n", 1)[-1]
     print(f"  English:   {english}")
     print(f"  community: {eval_rows.get(english, '?')}")
-    print(f"  before:    {b['text'].strip()[:120]}")
-    print(f"  after:     {a['text'].strip()[:120]}\n")
+    print(f"  before:    {b['text'].strip().replace(chr(10), ' ⏎ ')[:120]}")
+    print(f"  after:     {a['text'].strip().replace(chr(10), ' ⏎ ')[:120]}\n")
 print(f"data:        {data['train']} train / {data['eval']} held-out "
       f"pairs from {len(data['catalogs'])} catalogs")
 print(f"eval loss:   {before['loss']:.4f} -> {after['loss']:.4f}   "
