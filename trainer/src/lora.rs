@@ -130,13 +130,13 @@ impl Lora {
         self.a.size()[0]
     }
 
-    /// What the adapter adds to `base_out = W x + b` for input `x` (compute dtype).
-    pub fn delta(
+    /// The adapted layer's output, given `base_out = W x + b` for input `x` (compute dtype).
+    pub fn forward(
         &self,
         x: &Tensor,
         weight: &Tensor,
         bias: Option<&Tensor>,
-        base_out: &Tensor,
+        base_out: Tensor,
         train: bool,
     ) -> Tensor {
         let kind = x.kind();
@@ -145,11 +145,19 @@ impl Lora {
         } else {
             x.shallow_clone()
         };
-        let (a, b) = (self.a.to_kind(kind), self.b.to_kind(kind));
-        let lora_out = x_d.linear::<Tensor>(&a, None).linear::<Tensor>(&b, None);
+        let x_a = x_d.linear::<Tensor>(&self.a.to_kind(kind), None);
         let Some(magnitude) = &self.magnitude else {
-            return lora_out * self.scale;
+            // `W x + b + (s·B)(A x)` with the sum done inside one matmul (addmm), and s
+            // folded into the small B: no extra pass over the `[tokens, out]` output.
+            let b_scaled = (&self.b * self.scale).to_kind(kind);
+            let shape = base_out.size();
+            let (out_features, rank) = (shape[shape.len() - 1], self.rank());
+            return base_out
+                .view([-1, out_features])
+                .addmm(&x_a.view([-1, rank]), &b_scaled.tr())
+                .view(shape.as_slice());
         };
+        let lora_out = x_a.linear::<Tensor>(&self.b.to_kind(kind), None) * self.scale;
         let norm = self.row_norm(weight).detach();
         let mag_scale = (magnitude / norm).to_kind(kind).view([1, -1]);
         // W x_d: reuse the base output when dropout left x unchanged (PEFT does the same).
@@ -157,11 +165,11 @@ impl Lora {
             x_d.linear::<Tensor>(weight, None)
         } else {
             match bias {
-                Some(bias) => base_out - bias,
+                Some(bias) => &base_out - bias,
                 None => base_out.shallow_clone(),
             }
         };
-        (&mag_scale - 1.0) * wx + mag_scale * lora_out * self.scale
+        base_out + (&mag_scale - 1.0) * wx + mag_scale * lora_out
     }
 
     /// `‖W + s·B A‖` over each output row, in f32.
