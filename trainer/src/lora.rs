@@ -169,7 +169,8 @@ impl Lora {
                 None => base_out.shallow_clone(),
             }
         };
-        base_out + (&mag_scale - 1.0) * wx + mag_scale * lora_out
+        let delta = (&mag_scale - 1.0) * wx + mag_scale * lora_out;
+        base_out + delta
     }
 
     /// `‖W + s·B A‖` over each output row, in f32.

@@ -111,18 +111,7 @@ impl Attention {
         // With a cache, t > 1 only on the first call (empty cache), so `causal` still holds.
         let causal = mask.is_none() && t > 1;
         let gqa = self.num_heads != self.num_kv_heads;
-        // Training on the CPU runs half-precision attention in f32: libtorch's bf16 flash
-        // attention backward is slower than its f32 one (0.79 s vs 0.54 s forward + backward
-        // per SmolLM2 4×256 step), and f32 only skips a rounding of the probabilities (both
-        // accumulate in f32). Inference keeps transformers' kernel, bit for bit.
-        let y = if train && q.device() == Device::Cpu && q.kind() != Kind::Float {
-            let f32 = |t: &Tensor| t.to_kind(Kind::Float);
-            let (qf, kf, vf) = (f32(&q), f32(&k), f32(&v));
-            Tensor::scaled_dot_product_attention(&qf, &kf, &vf, mask, 0.0, causal, None, gqa)
-                .to_kind(q.kind())
-        } else {
-            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa)
-        };
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa);
         self.o_proj.forward(
             &y.transpose(1, 2)
                 .reshape([b, t, self.num_heads * self.head_dim]),
