@@ -93,6 +93,6 @@ sync
 printf '\n%-22s %9s %9s %11s\n' "merge of $(basename "$MODEL")" "seconds" "GB/s" "peak RSS GB"
 for who in copy loam peft; do
   s=$(seconds "$DIR/$who.time"); b=$(bytes "$DIR/$who")
-  printf '%-22s %9.2f %9.2f %11s\n' "$who" "$s" "$(echo "$b / $s / 1e9" | bc -l)" "$(rss_gb "$DIR/$who.time")"
+  printf '%-22s %9.2f %9.2f %11s\n' "$who" "$s" "$(awk -v b="$b" -v s="$s" 'BEGIN {print b / s / 1e9}')" "$([ "$who" = copy ] && echo - || rss_gb "$DIR/$who.time")"
 done
 echo "weights written: $(bytes "$DIR/loam") bytes; machine: $(nproc) cores, load now $(cut -d' ' -f1-3 /proc/loadavg)"

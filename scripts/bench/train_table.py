@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Prints scripts/bench/train.sh's table from its results.jsonl.
 
-    train_table.py RESULTS.jsonl MODEL_DIR '{"bf16": GFLOP/s, "f32": GFLOP/s}'
+    train_table.py RESULTS.jsonl MODEL_DIR '{"bf16": GFLOP/s, "f32": GFLOP/s}' [--markdown]
+
+--markdown prints the table as the README carries it.
 
 tokens/s = micro_batch x seq_len / the median step time after 3 warm-up steps.
 Model FLOPs per token of LoRA training (base frozen, so no weight gradients for it):
@@ -46,16 +48,26 @@ def main() -> None:
         rows[(r["dtype"], r["shape"], r["checkpointing"])][r["stack"]] = (
             tps, r["peak_rss_bytes"], mfu)
     head = (f"{'dtype':5} {'shape':7} {'ckpt':4} | {'loam tok/s':>10} {'ref tok/s':>9} "
-            f"{'ratio':>5} | {'loam RSS':>8} {'ref RSS':>8} {'ratio':>5} | "
+            f"{'ratio':>5} | {'loam RSS':>9} {'ref RSS':>9} {'ratio':>5} | "
             f"{'loam MFU':>8} {'ref MFU':>7}")
+    complete = [(k, v) for k, v in sorted(rows.items()) if "loam" in v and "reference" in v]
+    if "--markdown" in sys.argv[4:]:
+        print("| dtype | micro-batch × tokens | checkpointing | loam tokens/s | reference "
+              "tokens/s | ratio | loam peak RSS | reference peak RSS | ratio | MFU loam / "
+              "reference |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for (dtype, shape, ckpt), v in complete:
+            (lt, lr, lm), (rt, rr, rm) = v["loam"], v["reference"]
+            print(f"| {dtype} | {shape.replace('x', ' × ')} | {'on' if ckpt else 'off'} | "
+                  f"{lt:.0f} | {rt:.0f} | {lt / rt:.2f}× | {lr / 2**30:.2f} GiB | "
+                  f"{rr / 2**30:.2f} GiB | {lr / rr:.2f}× | {100 * lm:.1f}% / {100 * rm:.1f}% |")
+        return
     print(head)
     print("-" * len(head))
-    for (dtype, shape, ckpt), v in sorted(rows.items()):
-        if "loam" not in v or "reference" not in v:
-            continue
+    for (dtype, shape, ckpt), v in complete:
         (lt, lr, lm), (rt, rr, rm) = v["loam"], v["reference"]
         print(f"{dtype:5} {shape:7} {'on' if ckpt else 'off':4} | {lt:10.0f} {rt:9.0f} "
-              f"{lt / rt:5.2f} | {lr / 2**30:6.2f}GB {rr / 2**30:6.2f}GB {lr / rr:5.2f} | "
+              f"{lt / rt:5.2f} | {lr / 2**30:6.2f}GiB {rr / 2**30:6.2f}GiB {lr / rr:5.2f} | "
               f"{100 * lm:7.1f}% {100 * rm:6.1f}%")
     print(f"matmul peak: bf16 {peak['bf16']} GFLOP/s, f32 {peak['f32']} GFLOP/s "
           f"({peak.get('threads')} threads)")
