@@ -157,7 +157,7 @@ impl Lora {
                 .addmm(&x_a.view([-1, rank]), &b_scaled.tr())
                 .view(shape.as_slice());
         };
-        let lora_out = x_a.linear::<Tensor>(&self.b.to_kind(kind), None) * self.scale;
+        let lora_out = x_a.linear::<Tensor>(&self.b.to_kind(kind), None);
         let norm = self.row_norm(weight).detach();
         let mag_scale = (magnitude / norm).to_kind(kind).view([1, -1]);
         // W x_d: reuse the base output when dropout left x unchanged (PEFT does the same).
@@ -169,7 +169,7 @@ impl Lora {
                 None => base_out.shallow_clone(),
             }
         };
-        let delta = (&mag_scale - 1.0) * wx + mag_scale * lora_out;
+        let delta = (&mag_scale - 1.0) * wx + mag_scale * lora_out * self.scale;
         base_out + delta
     }
 
