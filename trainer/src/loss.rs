@@ -38,29 +38,32 @@ pub fn next_token_nll_sum(
     let targets = targets.index_select(0, &trained);
     let with_grad = states.requires_grad();
 
-    let _guard = tch::no_grad_guard();
-    let mut nll = Tensor::zeros([], (Kind::Float, hidden.device()));
-    let mut grads = Vec::new();
-    let mut start = 0;
-    while start < count {
-        let len = chunk.min(count - start);
-        let rows = states.narrow(0, start, len);
-        let target = targets.narrow(0, start, len).unsqueeze(1);
-        // Logits in the compute dtype (as transformers), log-softmax in f32.
-        let mut log_probs = rows
-            .linear::<Tensor>(lm_head, None)
-            .log_softmax(-1, Kind::Float);
-        let picked = log_probs.gather(1, &target, false);
-        nll -= picked.sum(Kind::Float);
-        if with_grad {
-            // softmax − onehot, built in place over the log-probabilities.
-            let mut softmax = log_probs.exp_();
-            let grad_logits = softmax.scatter_add_(1, &target, &Tensor::full_like(&picked, -1.0));
-            grads.push(grad_logits.to_kind(rows.kind()).mm(lm_head));
+    let (nll, grads) = {
+        let _guard = tch::no_grad_guard();
+        let mut nll = Tensor::zeros([], (Kind::Float, hidden.device()));
+        let mut grads = Vec::new();
+        let mut start = 0;
+        while start < count {
+            let len = chunk.min(count - start);
+            let rows = states.narrow(0, start, len);
+            let target = targets.narrow(0, start, len).unsqueeze(1);
+            // Logits in the compute dtype (as transformers), log-softmax in f32.
+            let mut log_probs = rows
+                .linear::<Tensor>(lm_head, None)
+                .log_softmax(-1, Kind::Float);
+            let picked = log_probs.gather(1, &target, false);
+            nll -= picked.sum(Kind::Float);
+            if with_grad {
+                // softmax − onehot, built in place over the log-probabilities.
+                let mut softmax = log_probs.exp_();
+                let grad_logits =
+                    softmax.scatter_add_(1, &target, &Tensor::full_like(&picked, -1.0));
+                grads.push(grad_logits.to_kind(rows.kind()).mm(lm_head));
+            }
+            start += len;
         }
-        start += len;
-    }
-    drop(_guard);
+        (nll, grads)
+    };
     if !with_grad {
         return (nll, count);
     }
