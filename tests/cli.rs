@@ -474,14 +474,16 @@ fn data_stats_counts_rows_tokens_and_waste() {
     let out = loam(&["data", "stats", recipe.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in [
-        "rows read        11",
-        "held out (eval)  3",
-        "truncated",
-        "padding waste",
-    ] {
-        assert!(text.contains(needle), "missing `{needle}`: {text}");
-    }
+    assert_mentions(
+        &text,
+        &[
+            "rows read        11",
+            "held out (eval)  3",
+            "truncated",
+            "padding waste",
+        ],
+        "output",
+    );
 }
 
 fn gettext(locale: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -526,16 +528,18 @@ fn data_gettext_builds_chats_that_training_reads() {
     let out = gettext(&locale, &out_dir, &["--eval-fraction", "0.25"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in [
-        "2 read, 1 skipped",
-        "broken.mo: not a gettext .mo file",
-        "43 seen",
-        "1 identical",
-        "1 same English in several catalogs",
-        "41 distinct English messages into Welsh",
-    ] {
-        assert!(text.contains(needle), "missing `{needle}`: {text}");
-    }
+    assert_mentions(
+        &text,
+        &[
+            "2 read, 1 skipped",
+            "broken.mo: not a gettext .mo file",
+            "43 seen",
+            "1 identical",
+            "1 same English in several catalogs",
+            "41 distinct English messages into Welsh",
+        ],
+        "output",
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
     let (train, eval) = (

@@ -263,22 +263,21 @@ fn merged_model_loads_in_transformers_with_the_adapters_loss() {
     }
     let card = std::fs::read_to_string(dirs[1].join("README.md")).unwrap();
     assert!(card.starts_with("---\nbase_model: "), "{card}");
-    for needle in [
-        "- \"loam\"",
-        "- \"lora\"",
-        "- \"dora\"",
-        "datasets:",
-        "text.parquet",
-        "eval loss: ",
-        " → ",
-        "| r | 4 |",
-        "training_loss.svg",
-    ] {
-        assert!(
-            card.contains(needle),
-            "model card lacks `{needle}`:\n{card}"
-        );
-    }
+    assert_mentions(
+        &card,
+        &[
+            "- \"loam\"",
+            "- \"lora\"",
+            "- \"dora\"",
+            "datasets:",
+            "text.parquet",
+            "eval loss: ",
+            " → ",
+            "| r | 4 |",
+            "training_loss.svg",
+        ],
+        "model card",
+    );
     assert!(dirs[1].join("training_loss.svg").exists());
 }
 

@@ -76,10 +76,15 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
         err.trim_start().starts_with("error:"),
         "no error message: {err}"
     );
+    assert_mentions(&err, needles, "error");
+}
+
+/// Every needle occurs in `text` (`what` names the text in the failure message).
+pub fn assert_mentions(text: &str, needles: &[&str], what: &str) {
     for needle in needles {
         assert!(
-            err.contains(needle),
-            "error should mention `{needle}`: {err}"
+            text.contains(needle),
+            "{what} should mention `{needle}`: {text}"
         );
     }
 }
