@@ -11,14 +11,13 @@
 #   --num-proc P  datasets' map(num_proc=P) (default 2)
 #   --clean       remove the generated Parquet files at the end (default: keep them for reuse)
 #
-# Needs: target-trainer/release/loam (or $LOAM_BIN), the loam venv ($LOAM_VENV) with transformers,
-# tokenizers, pyarrow; installs `datasets` into that venv when missing. See scripts/bench/README.md.
+# Needs: target/release/loam or target-trainer/release/loam (or $LOAM_BIN), the loam venv
+# ($LOAM_VENV) with transformers, tokenizers, pyarrow; installs `datasets` into that venv when
+# missing. See scripts/bench/README.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-source "$ROOT/scripts/env.sh"
-PY="$LOAM_VENV/bin/python"
-LOAM_BIN="${LOAM_BIN:-$ROOT/target-trainer/release/loam}"
+source "$ROOT/scripts/bench/common.sh"
 MODEL="${LOAM_BENCH_MODEL:-$LOAM_FIXTURES/models/smollm2-135m}"
 ROWS=190000
 SCALE=10
@@ -33,15 +32,12 @@ while [ $# -gt 0 ]; do
     --num-proc) NUM_PROC="$2"; shift 2 ;;
     --keep) CLEAN=0; shift ;;
     --clean) CLEAN=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
-[ -x "$LOAM_BIN" ] || { echo "no loam binary at $LOAM_BIN; build it: source scripts/env.sh && CARGO_TARGET_DIR=$ROOT/target-trainer cargo build --release -p loam" >&2; exit 1; }
-[ -x "$PY" ] || { echo "no python at $PY; run scripts/setup.sh" >&2; exit 1; }
-[ -f "$MODEL/tokenizer.json" ] || { echo "no tokenizer at $MODEL (set LOAM_BENCH_MODEL)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time" >&2; exit 1; }
+bench_preflight "$MODEL/tokenizer.json"
 if ! "$PY" -c "import datasets" 2>/dev/null; then
   echo "installing datasets into $LOAM_VENV (benchmark only)"
   "$LOAM_VENV/bin/pip" install -q datasets

@@ -15,10 +15,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-source "$ROOT/scripts/env.sh"
-PY="$LOAM_VENV/bin/python"
-LOAM_BIN="${LOAM_BIN:-$ROOT/target/release/loam}"
-[ -x "$LOAM_BIN" ] || LOAM_BIN="$ROOT/target-trainer/release/loam"
+source "$ROOT/scripts/bench/common.sh"
 MODEL="$LOAM_FIXTURES/models/smollm2-135m"
 ADAPTER=""
 DIR=/tmp/loam-bench-merge
@@ -27,13 +24,11 @@ while [ $# -gt 0 ]; do
     --model) MODEL="$2"; shift 2 ;;
     --adapter) ADAPTER="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-[ -x "$LOAM_BIN" ] || { echo "no loam binary: cargo build --release -p loam (after source scripts/env.sh)" >&2; exit 1; }
-[ -f "$MODEL/config.json" ] || { echo "no model at $MODEL: run scripts/oracle/build.sh" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time" >&2; exit 1; }
+bench_preflight "$MODEL/config.json"
 mkdir -p "$DIR"
 
 if [ -z "$ADAPTER" ]; then

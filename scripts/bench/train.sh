@@ -19,10 +19,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-source "$ROOT/scripts/env.sh"
-PY="$LOAM_VENV/bin/python"
-LOAM_BIN="${LOAM_BIN:-$ROOT/target/release/loam}"
-[ -x "$LOAM_BIN" ] || LOAM_BIN="$ROOT/target-trainer/release/loam"
+source "$ROOT/scripts/bench/common.sh"
 MODEL="${LOAM_BENCH_MODEL:-$LOAM_FIXTURES/models/smollm2-135m}"
 STEPS=12
 DTYPES="bf16 f32"
@@ -40,9 +37,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-[ -x "$LOAM_BIN" ] || { echo "no loam binary: cargo build --release -p loam (after source scripts/env.sh)" >&2; exit 1; }
-[ -f "$MODEL/config.json" ] || { echo "no model at $MODEL: run scripts/oracle/build.sh" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time" >&2; exit 1; }
+bench_preflight "$MODEL/config.json"
 mkdir -p "$DIR"
 
 # Documents of ≥ 1024 tokens of multilingual text: every row is full after truncation.
