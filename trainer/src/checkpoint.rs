@@ -6,7 +6,7 @@
 
 use crate::adapter::{self, AdapterConfig};
 use crate::model::CausalLm;
-use crate::optim::AdamW;
+use crate::optim::{split_like, AdamW};
 use anyhow::{bail, Context, Result};
 use loam_data::stream::{BatchStream, Cursor};
 use serde::{Deserialize, Serialize};
@@ -86,12 +86,11 @@ pub fn save(
     let params = crate::train::trainable_params(lm);
     let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu).contiguous();
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    for (i, ((p, m), v)) in params
-        .iter()
-        .zip(&opt.exp_avg)
-        .zip(&opt.exp_avg_sq)
-        .enumerate()
-    {
+    let (exp_avg, exp_avg_sq) = (
+        split_like(&opt.exp_avg, &params),
+        split_like(&opt.exp_avg_sq, &params),
+    );
+    for (i, ((p, m), v)) in params.iter().zip(&exp_avg).zip(&exp_avg_sq).enumerate() {
         tensors.push((format!("param.{i}"), cpu(p)));
         tensors.push((format!("exp_avg.{i}"), cpu(m)));
         tensors.push((format!("exp_avg_sq.{i}"), cpu(v)));
@@ -167,12 +166,12 @@ pub fn restore(
     for (i, p) in params.iter().enumerate() {
         p.shallow_clone().copy_(&get(&format!("param.{i}"), p)?);
     }
-    opt.exp_avg = (0..params.len())
-        .map(|i| get(&format!("exp_avg.{i}"), &params[i]))
-        .collect::<Result<_>>()?;
-    opt.exp_avg_sq = (0..params.len())
-        .map(|i| get(&format!("exp_avg_sq.{i}"), &params[i]))
-        .collect::<Result<_>>()?;
+    let moments = [("exp_avg", &opt.exp_avg), ("exp_avg_sq", &opt.exp_avg_sq)];
+    for (name, packed) in moments {
+        for (i, mut view) in split_like(packed, &params).into_iter().enumerate() {
+            view.copy_(&get(&format!("{name}.{i}"), &params[i])?);
+        }
+    }
     opt.step = file.optimizer_step;
     stream.restore(file.cursor)?;
     Ok(file.state)

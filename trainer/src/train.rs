@@ -8,7 +8,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::eval;
 use crate::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use crate::model::{self, CausalLm, Positions};
-use crate::optim::{self, AdamW};
+use crate::optim::{self, AdamW, TrainableParams};
 use crate::recipe::Recipe;
 use crate::{hub, runtime};
 use anyhow::{bail, Context, Result};
@@ -118,12 +118,11 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     // ── model + adapter ────────────────────────────────────────────────────────────────
     let mut lm = model::load(&model_dir, kind, device)?;
     let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
-    let mut params = trainable_params(&mut lm);
-    let n_params: i64 = params.iter().map(Tensor::numel).map(|n| n as i64).sum();
+    let mut params = TrainableParams::new(trainable_params(&mut lm));
     tracing::info!(
         "{} trainable adapter parameters on {} linears",
-        n_params,
-        params.len() / 2
+        params.numel(),
+        params.tensors.len() / 2
     );
 
     // ── optimizer, and the state a resume restores ─────────────────────────────────────
@@ -170,7 +169,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             state.step,
             t.activation_checkpointing,
         )?;
-        let grad_norm = optim::clip_grad_norm(&params, t.max_grad_norm);
+        let grad_norm = optim::clip_grad_norm(&mut params, t.max_grad_norm);
         if !loss.is_finite() || !grad_norm.is_finite() {
             bail!(
                 "the loss became {loss} (gradient norm {grad_norm}) at step {}; the last good checkpoint is kept in {}. \
@@ -181,7 +180,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         }
         let lr = optim::learning_rate(t.schedule, t.lr, state.step, total_steps, warmup);
         opt.update(&mut params, lr);
-        zero_grads(&params);
+        params.zero_grads();
         if state.losses.len() >= 20 {
             let recent = state.losses[state.losses.len() - 20..].iter().sum::<f64>() / 20.0;
             if loss > 2.0 * recent {
@@ -338,15 +337,6 @@ pub fn trainable_params(lm: &mut CausalLm) -> Vec<Tensor> {
         }
     }
     params
-}
-
-fn zero_grads(params: &[Tensor]) {
-    for p in params {
-        let mut g = p.grad();
-        if g.defined() {
-            let _ = g.zero_();
-        }
-    }
 }
 
 /// Forward and backward over the micro-batches of one optimizer step, the loss normalized

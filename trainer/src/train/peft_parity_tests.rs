@@ -108,7 +108,7 @@ fn run_case(case_dir: &Path, checkpointing: bool) {
         case["max_grad_norm"].as_f64().unwrap(),
     );
 
-    let mut params = trainable_params(&mut lm);
+    let mut params = optim::TrainableParams::new(trainable_params(&mut lm));
     let mut opt = AdamW::new(&params, case["weight_decay"].as_f64().unwrap());
     for step in 0..total as usize {
         let micro: Vec<Batch> = (0..case["grad_accum"].as_u64().unwrap() as usize)
@@ -128,7 +128,7 @@ fn run_case(case_dir: &Path, checkpointing: bool) {
                 assert_close(&format!("{name} grad {key}"), &grad, want);
             }
         }
-        let norm = optim::clip_grad_norm(&params, max_norm);
+        let norm = optim::clip_grad_norm(&mut params, max_norm);
         assert!(
             ((norm - norms[step]) / norms[step]).abs() <= 1e-5,
             "{name} step {step}: grad norm {norm} vs {}",
@@ -136,9 +136,7 @@ fn run_case(case_dir: &Path, checkpointing: bool) {
         );
         let lr_now = optim::learning_rate(Schedule::Cosine, lr, step as u64, total, warmup);
         opt.update(&mut params, lr_now);
-        for p in &params {
-            let _ = p.grad().zero_();
-        }
+        params.zero_grads();
     }
     for (key, tensor) in adapter::state_dict(&mut lm) {
         let want = expected
@@ -146,7 +144,7 @@ fn run_case(case_dir: &Path, checkpointing: bool) {
             .unwrap_or_else(|| panic!("{name}: PEFT has no final {key}"));
         assert_close(&format!("{name} final {key}"), &tensor, want);
     }
-    params.clear();
+    drop(params);
     if pissa {
         check_pissa_conversion(&mut lm, &case, case_dir);
     }
