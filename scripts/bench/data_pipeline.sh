@@ -38,6 +38,7 @@ while [ $# -gt 0 ]; do
 done
 
 bench_preflight "$MODEL/tokenizer.json"
+need_gnu_time
 if ! "$PY" -c "import datasets" 2>/dev/null; then
   echo "installing datasets into $LOAM_VENV (benchmark only)"
   "$LOAM_VENV/bin/pip" install -q datasets

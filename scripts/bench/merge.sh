@@ -29,6 +29,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 bench_preflight "$MODEL/config.json"
+need_gnu_time
 mkdir -p "$DIR"
 
 if [ -z "$ADAPTER" ]; then

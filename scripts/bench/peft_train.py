@@ -2,13 +2,16 @@
 """The reference for scripts/bench/train.sh: a plain PEFT + transformers LoRA training loop.
 
     python peft_train.py --model DIR --data FILE.parquet --dtype bf16 --micro-batch 4
-                         --seq-len 256 --steps 20 [--checkpointing] --out FILE.json
+                         --seq-len 256 --steps 20 [--checkpointing] [--device cuda]
+                         --out FILE.json
 
 transformers' AutoModelForCausalLM (SDPA attention) with peft's LoRA on all linear layers
 (r 16, alpha 32, dropout 0), torch.optim.AdamW, gradient clipping at 1.0, no Trainer. Each
 step is one micro-batch of `micro_batch` rows of `seq_len` tokens: the documents of the text
-column, tokenized and truncated to seq_len (every one is at least that long), every token
-trained. Writes per-step seconds and the peak RSS (getrusage) to --out.
+column, tokenized and truncated to seq_len (every one is at least that long; after the last,
+the first again), every token trained. Writes per-step seconds and the peak RSS (getrusage)
+to --out. On CUDA each step ends with a synchronize, so its time is the GPU's work, not only
+the launches.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> None:
     ap.add_argument("--r", type=int, default=16)
     ap.add_argument("--alpha", type=float, default=32)
     ap.add_argument("--checkpointing", action="store_true")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -42,7 +46,7 @@ def main() -> None:
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype,
-                                                 attn_implementation="sdpa")
+                                                 attn_implementation="sdpa").to(args.device)
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -62,17 +66,22 @@ def main() -> None:
             rows.append(ids)
         if len(rows) == need:
             break
-    assert len(rows) == need, f"only {len(rows)} documents of >= {args.seq_len} tokens"
+    assert rows, f"no document of >= {args.seq_len} tokens"
+    # Past the end of the data, start again from the top (loam's next epoch, unshuffled).
+    rows = [rows[i % len(rows)] for i in range(need)]
 
     seconds, losses = [], []
     for step in range(args.steps):
-        batch = torch.tensor(rows[step * args.micro_batch:(step + 1) * args.micro_batch])
+        batch = torch.tensor(rows[step * args.micro_batch:(step + 1) * args.micro_batch],
+                             device=args.device)
         t0 = time.perf_counter()
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
         losses.append(float(loss.detach()))
         seconds.append(time.perf_counter() - t0)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -2,26 +2,32 @@
 # Training benchmark: loam vs PEFT + transformers, same machine, model, data, settings.
 #
 #   scripts/bench/train.sh [--steps N] [--dtypes "bf16 f32"] [--shapes "4x256 1x1024"]
-#                          [--dir DIR] [--device cpu|cuda]
+#                          [--repeat N] [--dir DIR] [--device cpu|cuda]
 #
 #   --steps N    optimizer steps per run (default 12); the first 3 are warm-up, the median
 #                step time of the rest is reported
 #   --dtypes     compute dtypes to run (default "bf16 f32")
 #   --shapes     micro_batch x seq_len per step (default "4x256 1x1024")
+#   --repeat N   run each configuration N times, alternating loam and the reference, and pool
+#                the steady steps (default 1): on a noisy machine neither stack gets only
+#                the quiet minutes
 #   --dir DIR    work directory (default /tmp/loam-bench-train)
+#   --device     cpu (default) or cuda: both stacks run there, and the table adds each one's
+#                peak GPU memory (nvidia-smi) and MFU against the GPU's matmul peak
 #
 # Workload (the benchmark issue): SmolLM2-135M-Instruct ($LOAM_FIXTURES/models/smollm2-135m),
 # LoRA r 16, alpha 32, dropout 0 on all linear layers, AdamW, clipping at 1.0, every token
 # trained, one micro-batch per step. loam runs with activation checkpointing off and on; the
 # reference (scripts/bench/peft_train.py) likewise with gradient checkpointing off and on.
-# Prints a table: tokens/s, peak RSS (GNU time), MFU against scripts/bench/matmul_peak.py,
-# and loam / reference ratios. See scripts/bench/README.md.
+# Prints a table: tokens/s, peak RSS (scripts/bench/measure.py), MFU against
+# scripts/bench/matmul_peak.py, and loam / reference ratios. See scripts/bench/README.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/scripts/bench/common.sh"
 MODEL="${LOAM_BENCH_MODEL:-$LOAM_FIXTURES/models/smollm2-135m}"
 STEPS=12
+REPEAT=1
 DTYPES="bf16 f32"
 SHAPES="4x256 1x1024"
 DIR=/tmp/loam-bench-train
@@ -31,9 +37,10 @@ while [ $# -gt 0 ]; do
     --steps) STEPS="$2"; shift 2 ;;
     --dtypes) DTYPES="$2"; shift 2 ;;
     --shapes) SHAPES="$2"; shift 2 ;;
+    --repeat) REPEAT="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --device) DEVICE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,20 +61,27 @@ docs = [" ".join(rng.choice(words) for _ in range(1500)) for _ in range(200)]
 pq.write_table(pa.table({"text": docs}), sys.argv[1])
 EOF
 
-PEAK=$("$PY" "$ROOT/scripts/bench/matmul_peak.py")
+PEAK=$("$PY" "$ROOT/scripts/bench/matmul_peak.py" "$DEVICE")
 echo "matmul peak (GFLOP/s): $PEAK"
 RESULTS="$DIR/results.jsonl"
 : > "$RESULTS"
 
-peak_rss() { awk -F': ' '/Maximum resident set size/ {print $2 * 1024}' "$1"; }
+# Runs a command, logging to $1.log and writing its peak memory to $1.peak.json.
+measure() {
+  local run="$1"; shift
+  local gpu=(); [ "$DEVICE" = cpu ] || gpu=(--gpu)
+  "$PY" "$ROOT/scripts/bench/measure.py" --out "$run.peak.json" --log "$run.log" "${gpu[@]}" -- "$@" \
+    || { tail -20 "$run.log"; exit 1; }
+}
 
 for dtype in $DTYPES; do
   for shape in $SHAPES; do
     mb="${shape%x*}"; seq="${shape#*x}"
     for ckpt in false true; do
-      run="$DIR/loam-$dtype-$shape-ckpt-$ckpt"
-      rm -rf "$run"
-      cat > "$DIR/recipe.toml" <<EOF
+      for rep in $(seq "$REPEAT"); do
+        run="$DIR/loam-$dtype-$shape-ckpt-$ckpt-$rep"
+        rm -rf "$run"
+        cat > "$DIR/recipe.toml" <<EOF
 [model]
 path = "$MODEL"
 dtype = "$dtype"
@@ -99,33 +113,35 @@ activation_checkpointing = $ckpt
 [output]
 dir = "$run"
 EOF
-      echo "loam       $dtype $shape checkpointing=$ckpt (load $(cut -d' ' -f1 /proc/loadavg))"
-      /usr/bin/time -v "$LOAM_BIN" train "$DIR/recipe.toml" > "$run.log" 2> "$run.time" || { tail -20 "$run.time"; exit 1; }
-      "$PY" - "$run/metrics.jsonl" "$(peak_rss "$run.time")" "$dtype" "$shape" "$ckpt" >> "$RESULTS" <<'EOF'
+        echo "loam       $dtype $shape checkpointing=$ckpt (load $(cut -d' ' -f1 /proc/loadavg))"
+        measure "$run" "$LOAM_BIN" train "$DIR/recipe.toml"
+        "$PY" - "$run/metrics.jsonl" "$run.peak.json" "$dtype" "$shape" "$ckpt" >> "$RESULTS" <<'EOF'
 import json, sys
 steps = [json.loads(l) for l in open(sys.argv[1])]
 # seconds per step from loam's per-step rate (trained tokens / tokens_per_s)
 secs = [s["tokens"] / s["tokens_per_s"] for s in steps]
 print(json.dumps({"stack": "loam", "dtype": sys.argv[3], "shape": sys.argv[4],
                   "checkpointing": sys.argv[5] == "true", "seconds": secs,
-                  "losses": [s["loss"] for s in steps], "peak_rss_bytes": int(float(sys.argv[2]))}))
+                  "losses": [s["loss"] for s in steps], **json.load(open(sys.argv[2]))}))
 EOF
-      ref="$DIR/ref-$dtype-$shape-ckpt-$ckpt"
-      flag=(); [ "$ckpt" = true ] && flag=(--checkpointing)
-      echo "reference  $dtype $shape checkpointing=$ckpt (load $(cut -d' ' -f1 /proc/loadavg))"
-      /usr/bin/time -v "$PY" "$ROOT/scripts/bench/peft_train.py" --model "$MODEL" --data "$DATA" \
-        --dtype "$dtype" --micro-batch "$mb" --seq-len "$seq" --steps "$STEPS" "${flag[@]}" \
-        --out "$ref.json" > "$ref.log" 2> "$ref.time" || { tail -20 "$ref.time"; exit 1; }
-      "$PY" - "$ref.json" "$(peak_rss "$ref.time")" "$dtype" "$shape" "$ckpt" >> "$RESULTS" <<'EOF'
+        ref="$DIR/ref-$dtype-$shape-ckpt-$ckpt-$rep"
+        flag=(); [ "$ckpt" = true ] && flag=(--checkpointing)
+        echo "reference  $dtype $shape checkpointing=$ckpt (load $(cut -d' ' -f1 /proc/loadavg))"
+        measure "$ref" "$PY" "$ROOT/scripts/bench/peft_train.py" --model "$MODEL" --data "$DATA" \
+          --dtype "$dtype" --micro-batch "$mb" --seq-len "$seq" --steps "$STEPS" "${flag[@]}" \
+          --device "$DEVICE" --out "$ref.json"
+        "$PY" - "$ref.json" "$ref.peak.json" "$dtype" "$shape" "$ckpt" >> "$RESULTS" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(json.dumps({"stack": "reference", "dtype": sys.argv[3], "shape": sys.argv[4],
                   "checkpointing": sys.argv[5] == "true", "seconds": r["seconds"],
-                  "losses": r["losses"], "peak_rss_bytes": int(float(sys.argv[2]))}))
+                  "losses": r["losses"], **json.load(open(sys.argv[2]))}))
 EOF
+      done
     done
   done
 done
 
 "$PY" "$ROOT/scripts/bench/train_table.py" "$RESULTS" "$MODEL" "$PEAK"
+[ "$DEVICE" = cpu ] || echo "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader -i 0)"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load now $(cut -d' ' -f1-3 /proc/loadavg)"
