@@ -16,8 +16,8 @@
 #                peak GPU memory (nvidia-smi) and MFU against the GPU's matmul peak
 #
 # Workload (the benchmark issue): SmolLM2-135M-Instruct ($LOAM_FIXTURES/models/smollm2-135m),
-# LoRA r 16, alpha 32, dropout 0 on all linear layers, AdamW, clipping at 1.0, every token
-# trained, one micro-batch per step. loam runs with activation checkpointing off and on; the
+# LoRA r 16, alpha 32, dropout 0 on all linear layers, AdamW (lr 1e-4 constant, no weight
+# decay), clipping at 1.0, every token trained, one micro-batch per step. loam runs with activation checkpointing off and on; the
 # reference (scripts/bench/peft_train.py) likewise with gradient checkpointing off and on.
 # Prints a table: tokens/s, peak RSS (scripts/bench/measure.py), MFU against
 # scripts/bench/matmul_peak.py, and loam / reference ratios. See scripts/bench/README.md.
@@ -105,7 +105,9 @@ steps = $STEPS
 micro_batch = $mb
 grad_accum = 1
 lr = 1e-4
+schedule = "constant"
 warmup = 0
+weight_decay = 0.0
 max_grad_norm = 1.0
 checkpoint_every = 0
 eval_every = 0

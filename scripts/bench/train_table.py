@@ -6,8 +6,9 @@
 --markdown prints the table as the README carries it. Runs on a GPU (peak_gpu_bytes in the
 results) add each stack's peak GPU memory and its ratio.
 
-The first step's loss is printed for both stacks as a check that they train the same thing:
-LoRA's B starts at zero, so it is the base model's loss on the same first micro-batch.
+The first and last steps' losses are printed for both stacks as a check that they train the
+same thing: LoRA's B starts at zero, so the first is the base model's loss on the same first
+micro-batch; the last differs only by the adapters' random initialisation.
 
 tokens/s = micro_batch x seq_len / the median step time after 3 warm-up steps, pooled over
 the runs of a configuration (train.sh --repeat); peak memory is the largest of those runs.
@@ -56,7 +57,7 @@ def main() -> None:
         gpu = [r["peak_gpu_bytes"] for r in repeats if r.get("peak_gpu_bytes") is not None]
         rows[(dtype, shape, ckpt)][stack] = (
             tps, max(r["peak_rss_bytes"] for r in repeats), mfu, max(gpu) if gpu else None,
-            repeats[0]["losses"][0])
+            (repeats[0]["losses"][0], repeats[0]["losses"][-1]))
     head = (f"{'dtype':5} {'shape':7} {'ckpt':4} | {'loam tok/s':>10} {'ref tok/s':>9} "
             f"{'ratio':>5} | {'loam RSS':>9} {'ref RSS':>9} {'ratio':>5} | "
             f"{'loam MFU':>8} {'ref MFU':>7}")
@@ -79,7 +80,7 @@ def main() -> None:
         return
     if gpu:
         head += f" | {'loam GPU':>9} {'ref GPU':>9} {'ratio':>5}"
-    head += f" | {'step-1 loss loam / ref':>22}"
+    head += f" | {'first-step loss loam / ref':>26} | {'last-step loss loam / ref':>25}"
     print(head)
     print("-" * len(head))
     for (dtype, shape, ckpt), v in complete:
@@ -89,7 +90,7 @@ def main() -> None:
                 f"{100 * lm:7.1f}% {100 * rm:6.1f}%")
         if gpu:
             line += f" | {lg / 2**30:6.2f}GiB {rg / 2**30:6.2f}GiB {lg / rg:5.2f}"
-        print(line + f" | {ll:10.4f} / {rl:.4f}")
+        print(line + f" | {ll[0]:14.4f} / {rl[0]:.4f} | {ll[1]:13.4f} / {rl[1]:.4f}")
     print(f"matmul peak: bf16 {peak['bf16']} GFLOP/s, f32 {peak['f32']} GFLOP/s "
           f"({peak.get('threads')} threads)")
 
