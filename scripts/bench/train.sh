@@ -17,8 +17,9 @@
 #
 # Workload (the benchmark issue): SmolLM2-135M-Instruct ($LOAM_FIXTURES/models/smollm2-135m),
 # LoRA r 16, alpha 32, dropout 0 on all linear layers, AdamW (lr 1e-4 constant, no weight
-# decay), clipping at 1.0, every token trained, one micro-batch per step. loam runs with activation checkpointing off and on; the
-# reference (scripts/bench/peft_train.py) likewise with gradient checkpointing off and on.
+# decay), clipping at 1.0, every token trained, one micro-batch per step. loam runs with
+# activation checkpointing off and on; the reference (scripts/bench/peft_train.py) likewise
+# with gradient checkpointing off and on.
 # Prints a table: tokens/s, peak RSS (scripts/bench/measure.py), MFU against
 # scripts/bench/matmul_peak.py, and loam / reference ratios. See scripts/bench/README.md.
 set -euo pipefail
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     --repeat) REPEAT="$2"; shift 2 ;;
     --dir) DIR="$2"; shift 2 ;;
     --device) DEVICE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done

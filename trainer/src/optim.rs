@@ -14,14 +14,13 @@ pub const EPS: f64 = 1e-8;
 /// hundreds of tensors, and on a GPU every op is a kernel launch: per-tensor updates were
 /// half of a small step's launches.
 pub struct TrainableParams {
-    /// The tensors in the order given, still the model's own (now views of `values`).
-    pub tensors: Vec<Tensor>,
     values: Tensor,
     grads: Tensor,
 }
 
 impl TrainableParams {
-    /// Moves `tensors` (leaves that require grad, one dtype and device) into the buffers.
+    /// Moves `tensors` (leaves that require grad, one dtype and device) into the buffers;
+    /// they stay the caller's (the model's) tensors, now views of `values`.
     pub fn new(tensors: Vec<Tensor>) -> TrainableParams {
         let (kind, device) = tensors
             .first()
@@ -45,20 +44,11 @@ impl TrainableParams {
             t.shallow_clone().set_data(&value);
             t.grad().set_data(&grad);
         }
-        TrainableParams {
-            tensors,
-            values,
-            grads,
-        }
+        TrainableParams { values, grads }
     }
 
     pub fn numel(&self) -> i64 {
         self.values.numel() as i64
-    }
-
-    /// Every tensor's gradient, concatenated.
-    pub fn grads(&self) -> &Tensor {
-        &self.grads
     }
 
     pub fn zero_grads(&mut self) {
@@ -221,12 +211,12 @@ mod tests {
             Vec::<f32>::try_from(&params.values).unwrap(),
             [1., 2., 3., 4., 5., 6.]
         );
-        assert_eq!(Vec::<f32>::try_from(params.grads()).unwrap(), [0.0; 6]);
+        assert_eq!(Vec::<f32>::try_from(&params.grads).unwrap(), [0.0; 6]);
         let loss = || (&a * 2.0).sum(Kind::Float) + (&b * &b).sum(Kind::Float);
         loss().backward();
         loss().backward(); // accumulates
         assert_eq!(
-            Vec::<f32>::try_from(params.grads()).unwrap(),
+            Vec::<f32>::try_from(&params.grads).unwrap(),
             [4., 4., 12., 16., 20., 24.]
         );
         let mut opt = AdamW::new(&params, 0.0);

@@ -118,11 +118,15 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     // ── model + adapter ────────────────────────────────────────────────────────────────
     let mut lm = model::load(&model_dir, kind, device)?;
     let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
+    let adapted = lm
+        .linears_mut()
+        .iter()
+        .filter(|(_, l)| l.lora.is_some())
+        .count();
     let mut params = TrainableParams::new(trainable_params(&mut lm));
     tracing::info!(
-        "{} trainable adapter parameters on {} linears",
-        params.numel(),
-        params.tensors.len() / 2
+        "{} trainable adapter parameters on {adapted} linears",
+        params.numel()
     );
 
     // ── optimizer, and the state a resume restores ─────────────────────────────────────
