@@ -4,20 +4,6 @@
 use anyhow::{bail, Result};
 use tch::{Device, Kind};
 
-/// Keeps large freed blocks in the process for the next step instead of returning them to
-/// the kernel. Each training step frees and reallocates the same activation and logits
-/// buffers; by default glibc unmaps every block over 32 MiB and the kernel then zeroes
-/// fresh pages on the next step, which cost 12% of a bf16 CPU step (perf, SmolLM2 4×256).
-pub fn reuse_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt is thread-safe, only changes allocator thresholds, and both values
-    // are in the range glibc accepts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 pub fn parse_device(s: &str) -> Result<Device> {
     Ok(match s {
         "auto" => Device::cuda_if_available(),
