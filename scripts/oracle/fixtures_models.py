@@ -450,6 +450,7 @@ def build_smollm2(tmp: Path, gguf_path: Path, texts: list[str], report: dict) ->
     assert de < 1e-3, de
 
     models = {"bf16": load_from_disk(mdir, torch.bfloat16),
+              "bf16_eager": load_from_disk(mdir, torch.bfloat16, attn="eager"),
               "f16": load_from_disk(mdir, torch.float16)}
     exp = tmp / "expected" / SMOL_NAME
     out = write_expected(exp, SMOL_NAME, ld, models, ids, model.model.rotary_emb.inv_freq,
@@ -580,6 +581,7 @@ def build_tiny(spec: dict, tmp: Path, tok_dir: Path, tok, texts: list[str], repo
     assert de < 1e-3 * max(1.0, float(ld.abs().max())), de
 
     models = {"bf16": load_from_disk(mdir, torch.bfloat16),
+              "bf16_eager": load_from_disk(mdir, torch.bfloat16, attn="eager"),
               "f16": load_from_disk(mdir, torch.float16)}
     exp = tmp / "expected" / name
     out = write_expected(exp, name, ld, models, ids, got,

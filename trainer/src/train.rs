@@ -440,7 +440,7 @@ fn forward_backward_checkpointed(
         for (i, layer) in lm.model.layers.iter().enumerate() {
             block_inputs.push(h.shallow_clone());
             tch::manual_seed(model::decoder::layer_seed(seed, i));
-            h = layer.forward(&h, &ctx.cos, &ctx.sin, ctx.mask.as_ref(), true, None);
+            h = layer.forward(&h, &ctx.cos, &ctx.sin, &ctx.mask, true, None);
         }
         h
     };
@@ -456,7 +456,7 @@ fn forward_backward_checkpointed(
     for (i, layer) in lm.model.layers.iter().enumerate().rev() {
         let x = block_inputs[i].detach().set_requires_grad(true);
         tch::manual_seed(model::decoder::layer_seed(seed, i));
-        let out = layer.forward(&x, &ctx.cos, &ctx.sin, ctx.mask.as_ref(), true, None);
+        let out = layer.forward(&x, &ctx.cos, &ctx.sin, &ctx.mask, true, None);
         (out * &grad).sum(Kind::Float).backward();
         grad = x.grad();
     }

@@ -3,6 +3,7 @@
 //! `causal_lm.model.layers[3].self_attn.q_proj.weight`. Family differences are switches of
 //! [`ModelSpec`] (biases, q/k norm, head_dim, rope scaling, tied embeddings).
 
+use super::attention::{self, AttentionMask, AttentionShape};
 use super::config::ModelSpec;
 use super::rope::{self, Rope};
 use crate::lora::Lora;
@@ -84,7 +85,7 @@ impl Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        mask: &AttentionMask,
         train: bool,
         cache: Option<&mut LayerCache>,
     ) -> Tensor {
@@ -108,10 +109,7 @@ impl Attention {
             Some(cache) => cache.append(k, v),
             None => (k, v),
         };
-        // With a cache, t > 1 only on the first call (empty cache), so `causal` still holds.
-        let causal = mask.is_none() && t > 1;
-        let gqa = self.num_heads != self.num_kv_heads;
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, gqa);
+        let y = attention::attend(&q, &k, &v, mask);
         self.o_proj.forward(
             &y.transpose(1, 2)
                 .reshape([b, t, self.num_heads * self.head_dim]),
@@ -146,7 +144,7 @@ impl DecoderLayer {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        mask: &AttentionMask,
         train: bool,
         cache: Option<&mut LayerCache>,
     ) -> Tensor {
@@ -192,6 +190,9 @@ pub struct CausalLm {
     pub lm_head: Tensor,
     pub kind: Kind,
     pub device: Device,
+    /// Largest attention (scores per layer) that takes the batched kernel; see
+    /// [`attention`]. 0 keeps every batch on libtorch's fused kernel.
+    pub batched_attention_max_scores: i64,
 }
 
 impl CausalLm {
@@ -281,6 +282,7 @@ impl CausalLm {
             lm_head,
             kind,
             device,
+            batched_attention_max_scores: attention::BATCHED_MAX_SCORES,
         })
     }
 
@@ -296,14 +298,33 @@ impl CausalLm {
         all
     }
 
-    /// Rotary cos/sin and the attention mask for a batch, shared by every layer.
+    /// Rotary cos/sin and the attention mask for a batch of whole sequences, shared by
+    /// every layer.
     pub fn attention_inputs(&self, positions: &Positions, seq_len: i64) -> AttentionInputs {
+        self.attention_inputs_for(positions, seq_len, self.batched_attention_max_scores)
+    }
+
+    /// [`Self::attention_inputs`], the batched attention kernel capped at `batched_max_scores`.
+    fn attention_inputs_for(
+        &self,
+        positions: &Positions,
+        seq_len: i64,
+        batched_max_scores: i64,
+    ) -> AttentionInputs {
         let (cos, sin) = self.model.rope.cos_sin(&positions.position_ids, self.kind);
-        let mask = attention_mask(
-            positions.doc_ids.as_ref(),
+        let shape = AttentionShape {
+            batch: positions.position_ids.size()[0],
             seq_len,
+            num_heads: self.spec.num_heads,
+            num_kv_heads: self.spec.num_kv_heads,
+            kind: self.kind,
+            device: self.device,
+        };
+        let mask = AttentionMask::new(
+            &shape,
+            positions.doc_ids.as_ref(),
             self.spec.sliding_window,
-            self.device,
+            batched_max_scores,
         );
         AttentionInputs { cos, sin, mask }
     }
@@ -331,7 +352,7 @@ impl CausalLm {
                 &h,
                 &ctx.cos,
                 &ctx.sin,
-                ctx.mask.as_ref(),
+                &ctx.mask,
                 dropout_seed.is_some(),
                 None,
             );
@@ -367,17 +388,10 @@ impl CausalLm {
             position_ids,
             doc_ids: None,
         };
-        let ctx = self.attention_inputs(&positions, t);
+        let ctx = self.attention_inputs_for(&positions, t, 0);
         let mut h = self.embed(input_ids);
         for (layer, layer_cache) in self.model.layers.iter().zip(&mut cache.layers) {
-            h = layer.forward(
-                &h,
-                &ctx.cos,
-                &ctx.sin,
-                ctx.mask.as_ref(),
-                false,
-                Some(layer_cache),
-            );
+            h = layer.forward(&h, &ctx.cos, &ctx.sin, &ctx.mask, false, Some(layer_cache));
         }
         cache.len += t;
         let last = self.model.norm.forward(&h.narrow(1, t - 1, 1));
@@ -436,40 +450,12 @@ impl LayerCache {
 pub struct AttentionInputs {
     pub cos: Tensor,
     pub sin: Tensor,
-    pub mask: Option<Tensor>,
+    pub mask: AttentionMask,
 }
 
 /// The dropout seed of `layer` within a pass seeded with `seed`.
 pub fn layer_seed(seed: i64, layer: usize) -> i64 {
     seed.wrapping_add((layer as i64 + 1).wrapping_mul(0x2545_F491)) & 0x7FFF_FFFF_FFFF
-}
-
-/// `[B or 1, 1, T, T]` boolean (true = attend): causal, inside the token's document of a
-/// packed row, and within Mistral's sliding window. `None` when plain causal attention
-/// suffices (SDPA's `is_causal` is faster).
-fn attention_mask(
-    doc_ids: Option<&Tensor>,
-    t: i64,
-    window: Option<i64>,
-    device: Device,
-) -> Option<Tensor> {
-    let window = window.filter(|&w| w < t);
-    if doc_ids.is_none() && window.is_none() {
-        return None;
-    }
-    let i = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(1);
-    let j = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
-    let mut mask = j.less_equal_tensor(&i);
-    if let Some(w) = window {
-        mask = mask.logical_and(&(&i - &j).less(w));
-    }
-    let mask = mask.unsqueeze(0);
-    Some(match doc_ids {
-        Some(doc) => mask
-            .logical_and(&doc.unsqueeze(2).eq_tensor(&doc.unsqueeze(1)))
-            .unsqueeze(1),
-        None => mask.unsqueeze(1),
-    })
 }
 
 /// Takes tensors out of the checkpoint by name, in the compute dtype and on the device.

@@ -1,6 +1,7 @@
 //! Base models in the Hugging Face layout: `config.json` → [`ModelSpec`], checkpoint
 //! tensors → [`CausalLm`].
 
+pub mod attention;
 pub mod config;
 pub mod decoder;
 pub mod rope;
