@@ -4,6 +4,56 @@
 use anyhow::{bail, Result};
 use tch::{Device, Kind};
 
+/// Keeps freed memory in the process for the next step instead of returning it to the
+/// kernel: turns jemalloc's time-based page purging off (see main.rs for the allocator).
+/// Each training step frees and reallocates the same activation and logits buffers; pages
+/// given back are zeroed by the kernel when touched again, which cost 12% of a bf16 CPU step
+/// with glibc's default, and jemalloc's default 10 s decay was still slower than keeping them.
+/// Only `train` and `eval` do this: `merge` streams tensors once, and there purging keeps
+/// peak RSS down (0.93 vs 1.17 GB on SmolLM2).
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::ffi::{c_void, CStr};
+        // SAFETY: mallctl reads/writes exactly the sizes given, to valid locals; the names
+        // are jemalloc's documented ssize_t / unsigned settings.
+        let set = |name: &CStr| {
+            let mut never: isize = -1;
+            unsafe {
+                tikv_jemalloc_sys::mallctl(
+                    name.as_ptr(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    (&mut never as *mut isize).cast::<c_void>(),
+                    std::mem::size_of::<isize>(),
+                )
+            }
+        };
+        // Arenas made from now on, then each one that exists (uninitialised ones refuse).
+        set(c"arenas.dirty_decay_ms");
+        set(c"arenas.muzzy_decay_ms");
+        let mut arenas: u32 = 0;
+        let mut len = std::mem::size_of::<u32>();
+        // SAFETY: as above; `arenas.narenas` is an unsigned.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"arenas.narenas".as_ptr(),
+                (&mut arenas as *mut u32).cast::<c_void>(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            );
+        }
+        for i in 0..arenas {
+            for kind in ["dirty", "muzzy"] {
+                if let Ok(name) = std::ffi::CString::new(format!("arena.{i}.{kind}_decay_ms")) {
+                    set(&name);
+                }
+            }
+        }
+    }
+}
+
 pub fn parse_device(s: &str) -> Result<Device> {
     Ok(match s {
         "auto" => Device::cuda_if_available(),

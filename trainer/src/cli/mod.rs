@@ -43,8 +43,14 @@ pub fn run() -> Result<()> {
     init_logging();
     crate::runtime::install_panic_hook();
     match Cli::parse().command {
-        Command::Train(args) => train::run(args),
-        Command::Eval(args) => eval::run(args),
+        Command::Train(args) => {
+            crate::runtime::keep_freed_memory();
+            train::run(args)
+        }
+        Command::Eval(args) => {
+            crate::runtime::keep_freed_memory();
+            eval::run(args)
+        }
         Command::Generate(args) => generate::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Gguf(args) => gguf::run(args),
