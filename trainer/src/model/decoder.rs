@@ -388,6 +388,7 @@ impl CausalLm {
             position_ids,
             doc_ids: None,
         };
+        // The keys outnumber the queries once the cache holds some: only the fused kernel.
         let ctx = self.attention_inputs_for(&positions, t, 0);
         let mut h = self.embed(input_ids);
         for (layer, layer_cache) in self.model.layers.iter().zip(&mut cache.layers) {
