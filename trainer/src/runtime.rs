@@ -14,41 +14,48 @@ use tch::{Device, Kind};
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        use std::ffi::{c_void, CStr};
-        // SAFETY: mallctl reads/writes exactly the sizes given, to valid locals; the names
-        // are jemalloc's documented ssize_t / unsigned settings.
-        let set = |name: &CStr| {
+        use std::ffi::{c_void, CStr, CString};
+        use std::ptr::null_mut;
+        use tikv_jemalloc_sys::mallctl;
+
+        /// Writes -1 ("never purge") into jemalloc's ssize_t setting `name`. A refusal (an
+        /// arena not yet initialised) changes nothing.
+        fn never_purge(name: &CStr) {
             let mut never: isize = -1;
+            // SAFETY: mallctl reads exactly `size_of::<isize>()` bytes from a valid local;
+            // the decay settings are ssize_t.
             unsafe {
-                tikv_jemalloc_sys::mallctl(
+                mallctl(
                     name.as_ptr(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
+                    null_mut(),
+                    null_mut(),
                     (&mut never as *mut isize).cast::<c_void>(),
                     std::mem::size_of::<isize>(),
-                )
+                );
             }
-        };
-        // Arenas made from now on, then each one that exists (uninitialised ones refuse).
-        set(c"arenas.dirty_decay_ms");
-        set(c"arenas.muzzy_decay_ms");
+        }
+
+        // Arenas made from now on, then each one that exists.
+        never_purge(c"arenas.dirty_decay_ms");
+        never_purge(c"arenas.muzzy_decay_ms");
         let mut arenas: u32 = 0;
         let mut len = std::mem::size_of::<u32>();
-        // SAFETY: as above; `arenas.narenas` is an unsigned.
+        // SAFETY: mallctl writes at most `len` bytes into a valid local; `arenas.narenas` is
+        // an unsigned.
         unsafe {
-            tikv_jemalloc_sys::mallctl(
+            mallctl(
                 c"arenas.narenas".as_ptr(),
                 (&mut arenas as *mut u32).cast::<c_void>(),
                 &mut len,
-                std::ptr::null_mut(),
+                null_mut(),
                 0,
             );
         }
         for i in 0..arenas {
             for kind in ["dirty", "muzzy"] {
-                if let Ok(name) = std::ffi::CString::new(format!("arena.{i}.{kind}_decay_ms")) {
-                    set(&name);
-                }
+                let name = CString::new(format!("arena.{i}.{kind}_decay_ms"))
+                    .expect("a formatted setting name has no NUL");
+                never_purge(&name);
             }
         }
     }

@@ -13,9 +13,8 @@
 //! Both compute the scores' softmax in f32 and multiply bf16 probabilities with v. The
 //! batched kernel is transformers' `eager` attention, op for op (bf16 logits bitwise equal
 //! on 7 of the 8 fixture models, 0.4% of the largest logit apart on the eighth): it rounds
-//! the scores to bf16 before the softmax. Against an
-//! f64 reference its output and gradients are as close as flash attention's (relative
-//! error 0.3–0.4% vs 0.2–0.5%, SmolLM2's shapes).
+//! the scores to bf16 before the softmax. Against an f64 reference its output and gradients
+//! are as close as flash attention's (relative error 0.3–0.4% vs 0.2–0.5%, SmolLM2's shapes).
 
 use tch::{Device, Kind, Tensor};
 

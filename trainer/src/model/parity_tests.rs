@@ -11,9 +11,9 @@ use tch::{Device, Kind, Tensor};
 /// (fused attention as `sdpa`, batched attention as `eager`) and the logits come out
 /// bitwise identical (measured: 0.0 on every fixture, but 4e-3 for batched attention on
 /// llama-sharded); the bound leaves room for other thread counts and GPU kernels, where
-/// reductions may be ordered differently. (For scale:
-/// bf16 `eager` and `sdpa` differ by 2.2% of the largest logit on SmolLM2, as much as bf16
-/// and f32 do.) f32 is held to 1e-4 absolute.
+/// reductions may be ordered differently. (For scale: bf16 `eager` and `sdpa` differ by 2.2%
+/// of the largest logit on SmolLM2, as much as bf16 and f32 do.) f32 is held to 1e-4
+/// absolute.
 const BF16_REL_BOUND: f64 = 0.01;
 const F16_REL_BOUND: f64 = 0.002;
 
