@@ -3,28 +3,23 @@
 //! - `model/`: base models in the Hugging Face layout (one decoder for Llama, Mistral, Qwen2/3)
 //! - `weights`: memory-mapped safetensors checkpoints; `hub`: finding a model directory
 //! - `lora`: the LoRA / DoRA math; `adapter`: PEFT adapter directories
-//! - `train`: the training recipe, top to bottom, over `recipe`, `optim`, `loss`,
-//!   `checkpoint` and `plot`
-//! - `eval`: held-out loss and perplexity; `generate`: text generation with a KV cache
-//! - `merge` + `model_card`: merged model directories; `gguf/`: GGUF import and export
+//! - `train/`: the training recipe, top to bottom (`train/mod.rs`), with its optimizer,
+//!   loss, checkpoints and plot; `recipe`: the TOML that describes a run
+//! - `eval/`: held-out loss and perplexity; `generate`: text generation with a KV cache
+//! - `export/`: merged model directories and their model card; `gguf/`: GGUF import and export
 //! - `runtime`: devices, dtypes, memory, libtorch failures; `fsutil`: atomic outputs
 //! - `cli`: the `loam` command line, a thin layer over the above
 
 pub mod adapter;
-pub mod checkpoint;
 pub mod cli;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod lora;
-pub mod loss;
-pub mod merge;
 pub mod model;
-pub mod model_card;
-pub mod optim;
-pub mod plot;
 pub mod recipe;
 pub mod runtime;
 pub mod train;

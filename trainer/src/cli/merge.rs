@@ -1,6 +1,7 @@
 //! `loam merge`: bake a PEFT adapter into its base model and write a Hugging Face model dir.
 
-use crate::{hub, merge, runtime};
+use crate::export::merge;
+use crate::{hub, runtime};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;

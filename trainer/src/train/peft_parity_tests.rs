@@ -8,9 +8,9 @@
 use super::{accumulate_gradients, trainable_params};
 use crate::adapter;
 use crate::model;
-use crate::optim::{self, AdamW};
 use crate::recipe::Schedule;
 use crate::testing::fixtures;
+use crate::train::optim::{self, AdamW};
 use loam_data::Batch;
 use std::collections::HashMap;
 use std::path::Path;

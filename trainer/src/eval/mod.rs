@@ -2,8 +2,8 @@
 //! its own (never packed), truncated to `seq_len`; loss = summed NLL over loss-bearing
 //! tokens / their count.
 
-use crate::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use crate::model::{CausalLm, Positions};
+use crate::train::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use loam_data::Example;

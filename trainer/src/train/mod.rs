@@ -2,13 +2,21 @@
 //!
 //! setup → model + adapter → data → optimizer → (resume) → loop { accumulate micro-batches,
 //! clip, AdamW, log, eval, checkpoint } → adapter/ + summary.
+//!
+//! Beside it: `optim` (AdamW, schedules, clipping), `loss` (chunked next-token
+//! cross-entropy), `checkpoint` (save / resume), `plot` (the loss curve).
 
+pub mod checkpoint;
+pub mod loss;
+pub mod optim;
+pub mod plot;
+
+use self::checkpoint::TrainState;
+use self::loss::{next_token_nll_sum, DEFAULT_CHUNK};
+use self::optim::{AdamW, TrainableParams};
 use crate::adapter::{self, AdapterConfig};
-use crate::checkpoint::{self, TrainState};
 use crate::eval;
-use crate::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use crate::model::{self, CausalLm, Positions};
-use crate::optim::{self, AdamW, TrainableParams};
 use crate::recipe::Recipe;
 use crate::{hub, runtime};
 use anyhow::{bail, Context, Result};
@@ -275,7 +283,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         t.keep_checkpoints,
     )?;
     adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
-    crate::plot::loss_curve(&out_dir.join("loss.png"), &state.losses, &state.evals)?;
+    plot::loss_curve(&out_dir.join("loss.png"), &state.losses, &state.evals)?;
     Ok(Summary {
         out_dir,
         steps: state.step,

@@ -8,9 +8,10 @@
 //! output is built in `<out>.tmp` and renamed at the end.
 
 use crate::adapter::{self, AdapterConfig};
+use crate::export::model_card;
+use crate::fsutil;
 use crate::lora::{self, Lora};
 use crate::weights::{kind_of, Weights};
-use crate::{fsutil, model_card};
 use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};

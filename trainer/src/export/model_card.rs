@@ -89,7 +89,7 @@ pub fn write(input: &CardInput) -> Result<()> {
         "`{base_model}` with a LoRA adapter merged into its weights by [loam](https://example.invalid/loam) \
          (`loam merge`), saved in {}. It loads like its base model: \
          `AutoModelForCausalLM.from_pretrained(\"<this dir>\")`.\n",
-        crate::merge::torch_dtype_name(input.dtype)
+        crate::export::merge::torch_dtype_name(input.dtype)
     )?;
     writeln!(md, "## Adapter\n")?;
     writeln!(md, "| | |\n|---|---|")?;
@@ -187,7 +187,7 @@ fn read_run(adapter_dir: &Path) -> Run {
         .filter_map(|m| Some((m["step"].as_f64()?, m["loss"].as_f64()?)))
         .collect();
     let eval_after = metrics.iter().rev().find_map(|m| m["eval_loss"].as_f64());
-    let eval_before = crate::checkpoint::latest(&run_dir)
+    let eval_before = crate::train::checkpoint::latest(&run_dir)
         .ok()
         .flatten()
         .and_then(|c| std::fs::read_to_string(c.join("state.json")).ok())

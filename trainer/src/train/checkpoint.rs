@@ -6,7 +6,7 @@
 
 use crate::adapter::{self, AdapterConfig};
 use crate::model::CausalLm;
-use crate::optim::{split_like, AdamW};
+use crate::train::optim::{split_like, AdamW};
 use anyhow::{bail, Context, Result};
 use loam_data::stream::{BatchStream, Cursor};
 use serde::{Deserialize, Serialize};
