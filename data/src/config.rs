@@ -24,10 +24,14 @@ pub enum Format {
     Chat,
     /// `prompt` / `completion` string columns.
     PromptCompletion,
+    /// `prompt` / `chosen` / `rejected` columns: strings, or lists of messages (the prompt's
+    /// turns, then the assistant's preferred and rejected replies). For DPO / ORPO.
+    Preference,
 }
 
 impl Format {
-    pub const NAMES: &'static [&'static str] = &["text", "alpaca", "chat", "prompt_completion"];
+    pub const NAMES: &'static [&'static str] =
+        &["text", "alpaca", "chat", "prompt_completion", "preference"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +39,7 @@ impl Format {
             Format::Alpaca => "alpaca",
             Format::Chat => "chat",
             Format::PromptCompletion => "prompt_completion",
+            Format::Preference => "preference",
         }
     }
 
@@ -45,6 +50,7 @@ impl Format {
             "alpaca" => Ok(Format::Alpaca),
             "chat" => Ok(Format::Chat),
             "prompt_completion" => Ok(Format::PromptCompletion),
+            "preference" => Ok(Format::Preference),
             _ => Err(DataError::config(
                 "format",
                 format!(
@@ -193,11 +199,17 @@ pub struct SourceConfig {
     pub input_column: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_column: Option<String>,
-    /// Prompt/completion columns (defaults "prompt", "completion").
+    /// Prompt/completion columns (defaults "prompt", "completion"); preference reads
+    /// `prompt_column` too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_column: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_column: Option<String>,
+    /// Preference columns (defaults "chosen", "rejected").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_column: Option<String>,
     /// Chat: the message field holding the role (default: `role`, else `from` as in ShareGPT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_key: Option<String>,
@@ -240,6 +252,8 @@ impl SourceConfig {
             output_column: None,
             prompt_column: None,
             completion_column: None,
+            chosen_column: None,
+            rejected_column: None,
             role_key: None,
             content_key: None,
             roles: BTreeMap::new(),
@@ -262,6 +276,8 @@ impl SourceConfig {
         "output_column",
         "prompt_column",
         "completion_column",
+        "chosen_column",
+        "rejected_column",
         "role_key",
         "content_key",
         "roles",
@@ -316,14 +332,25 @@ impl SourceConfig {
                 "system_prompt",
             ],
             Format::PromptCompletion => &["prompt_column", "completion_column"],
+            Format::Preference => &[
+                "prompt_column",
+                "chosen_column",
+                "rejected_column",
+                "role_key",
+                "content_key",
+                "roles",
+                "system_prompt",
+            ],
         };
-        let set: [(&str, bool); 11] = [
+        let set: [(&str, bool); 13] = [
             ("column", self.column.is_some()),
             ("instruction_column", self.instruction_column.is_some()),
             ("input_column", self.input_column.is_some()),
             ("output_column", self.output_column.is_some()),
             ("prompt_column", self.prompt_column.is_some()),
             ("completion_column", self.completion_column.is_some()),
+            ("chosen_column", self.chosen_column.is_some()),
+            ("rejected_column", self.rejected_column.is_some()),
             ("role_key", self.role_key.is_some()),
             ("content_key", self.content_key.is_some()),
             ("roles", !self.roles.is_empty()),
@@ -449,6 +476,55 @@ impl DataConfig {
         }
         for (i, s) in self.eval.iter().enumerate() {
             s.validate(&format!("data.eval[{i}]"))?;
+        }
+        self.validate_pairs()
+    }
+
+    /// Whether the sources hold preference pairs (then every one of them does).
+    pub fn is_preference(&self) -> bool {
+        self.train
+            .iter()
+            .chain(&self.eval)
+            .any(|s| s.format == Format::Preference)
+    }
+
+    /// Pairs are batched two sequences at a time, never packed: they cannot share a stream
+    /// with single sequences, nor be split into pieces.
+    fn validate_pairs(&self) -> Result<()> {
+        if !self.is_preference() {
+            return Ok(());
+        }
+        let no_split = |key: String| {
+            DataError::config(
+                key,
+                "\"split\" does not apply to preference pairs",
+                Some("use \"truncate\" (keep the start of each sequence) or \"drop\"".into()),
+            )
+        };
+        if self.overlong == Overlong::Split {
+            return Err(no_split("data.overlong".into()));
+        }
+        let train = self
+            .train
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("data.train[{i}]"), s));
+        let eval = self
+            .eval
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("data.eval[{i}]"), s));
+        for (key, s) in train.chain(eval) {
+            if s.format != Format::Preference {
+                return Err(DataError::config(
+                    format!("{key}.format"),
+                    format!("is \"{}\", but other sources hold preference pairs", s.format.name()),
+                    Some("a preference run (train.objective = \"dpo\" or \"orpo\") reads only format = \"preference\" sources".into()),
+                ));
+            }
+            if s.overlong == Some(Overlong::Split) {
+                return Err(no_split(format!("{key}.overlong")));
+            }
         }
         Ok(())
     }
@@ -713,6 +789,8 @@ mod tests {
         s.output_column = Some("c".into());
         s.prompt_column = Some("c".into());
         s.completion_column = Some("c".into());
+        s.chosen_column = Some("c".into());
+        s.rejected_column = Some("c".into());
         s.role_key = Some("c".into());
         s.content_key = Some("c".into());
         s.roles.insert("a".into(), "user".into());

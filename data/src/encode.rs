@@ -5,6 +5,8 @@
 //! are assistant text is found in the rendered string, then mapped to tokens by their offsets:
 //! from the template's `{% generation %}` blocks when it has them (transformers'
 //! `return_assistant_tokens_mask`), otherwise by rendering each prefix of the conversation.
+//!
+//! A preference pair becomes one [`Example`] holding both sequences (`preference`).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -139,7 +141,11 @@ impl Encoder {
             Sample::Text { text } => {
                 let input_ids = self.tokenizer.try_encode_text(text, opts.add_eos)?;
                 let labels = input_ids.iter().map(|&id| i64::from(id)).collect();
-                Ok(Example { input_ids, labels })
+                Ok(Example {
+                    input_ids,
+                    labels,
+                    rejected_start: None,
+                })
             }
             Sample::PromptCompletion { prompt, completion } => {
                 self.encode_prompt_completion(prompt, completion, opts)
@@ -147,6 +153,11 @@ impl Encoder {
             Sample::Chat { messages } => {
                 self.encode_chat(messages, opts.train_on, SpanMethod::Auto)
             }
+            Sample::Preference {
+                prompt,
+                chosen,
+                rejected,
+            } => crate::preference::encode(self, [prompt, chosen, rejected], opts),
         }
     }
 
@@ -177,7 +188,11 @@ impl Encoder {
             Some(spans) => labels_from_spans(&enc.ids, &enc.offsets, &spans),
         };
         let input_ids = enc.ids;
-        Ok(Example { input_ids, labels })
+        Ok(Example {
+            input_ids,
+            labels,
+            rejected_start: None,
+        })
     }
 
     fn encode_prompt_completion(
@@ -231,10 +246,15 @@ impl Encoder {
                 }
             })
             .collect();
-        Ok(Example { input_ids, labels })
+        Ok(Example {
+            input_ids,
+            labels,
+            rejected_start: None,
+        })
     }
 
-    fn require_template(&self) -> Result<&ChatTemplate> {
+    /// The chat template, or why there is none (for a chat row's error).
+    pub(crate) fn require_template(&self) -> Result<&ChatTemplate> {
         match &self.template {
             Some(t) => Ok(t),
             None if self.template_error.is_some() => {

@@ -1,4 +1,5 @@
-//! Rows → [`Sample`]s: the `text`, `alpaca`, `chat` and `prompt_completion` formats.
+//! Rows → [`Sample`]s: the `text`, `alpaca`, `chat`, `prompt_completion` and `preference`
+//! formats.
 //!
 //! A [`RowFormat`] says which columns a source needs; bound to a file's schema it checks
 //! their types once per file ([`RowFormat::bind`]), then turns each row of a record batch
@@ -14,7 +15,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::config::{AlpacaStyle, Format, SourceConfig};
 use crate::error::{DataError, Location, Result, SKIP_HINT};
-use crate::{Message, Sample};
+use crate::{Message, PairText, Sample};
 
 /// The roles a chat template understands; every dataset role is mapped to one of these.
 pub const CANONICAL_ROLES: &[&str] = &["system", "user", "assistant", "tool"];
@@ -72,6 +73,11 @@ impl RowFormat {
                 (col(&cfg.prompt_column, "prompt"), true),
                 (col(&cfg.completion_column, "completion"), true),
             ],
+            Format::Preference => vec![
+                (col(&cfg.prompt_column, "prompt"), true),
+                (col(&cfg.chosen_column, "chosen"), true),
+                (col(&cfg.rejected_column, "rejected"), true),
+            ],
         };
         let mut roles: BTreeMap<String, String> = BUILTIN_ROLES
             .iter()
@@ -110,7 +116,7 @@ impl RowFormat {
                 continue;
             };
             let dt = schema.field(index).data_type();
-            let kind = if self.format == Format::Chat {
+            let kind = if matches!(self.format, Format::Chat | Format::Preference) {
                 chat_column_kind(dt, name, self, path)?
             } else if is_string(dt) {
                 ColumnKind::String
@@ -127,11 +133,41 @@ impl RowFormat {
                 kind,
             }));
         }
+        if self.format == Format::Preference {
+            same_convention(&cols, path)?;
+        }
         Ok(BoundFormat {
             format: self.clone(),
             cols,
         })
     }
+}
+
+/// A preference source is all strings or all messages (TRL's two conventions), never a mix.
+fn same_convention(cols: &[Option<BoundColumn>], path: &Path) -> Result<()> {
+    let bound: Vec<&BoundColumn> = cols.iter().flatten().collect();
+    let is_text = |c: &BoundColumn| matches!(c.kind, ColumnKind::String);
+    if let Some(odd) = bound.iter().find(|c| is_text(c) != is_text(bound[0])) {
+        let kind = |c: &BoundColumn| {
+            if is_text(c) {
+                "strings"
+            } else {
+                "lists of messages"
+            }
+        };
+        return Err(DataError::file(
+            path,
+            format!(
+                "column `{}` holds {} but column `{}` holds {}",
+                odd.name,
+                kind(odd),
+                bound[0].name,
+                kind(bound[0])
+            ),
+            "a preference source is all strings (plain text) or all lists of {role, content} messages (conversational)",
+        ));
+    }
+    Ok(())
 }
 
 /// At most 60 characters of a value, for messages.
@@ -186,7 +222,11 @@ fn chat_column_kind(dt: &DataType, name: &str, f: &RowFormat, path: &Path) -> Re
         _ => {
             return Err(DataError::file(
                 path,
-                format!("column `{name}` has type {dt}, but format \"chat\" needs list<struct<role, content>> or a JSON string"),
+                format!(
+                    "column `{name}` has type {dt}, but format \"{}\" needs list<struct<role, content>> or {}",
+                    f.format.name(),
+                    if f.format == Format::Chat { "a JSON string" } else { "a string" }
+                ),
                 "point `column` at the messages column",
             ))
         }
@@ -395,12 +435,69 @@ impl BatchView<'_> {
                 })
             }
             Format::Chat => {
-                let messages = self.messages(i, loc)?;
+                let messages = self.messages(0, i, loc)?;
                 Ok(Sample::Chat {
                     messages: self.with_system(messages),
                 })
             }
+            Format::Preference => self.preference(i, loc),
         }
+    }
+
+    /// A pair: the prompt (a system message added to a conversation without one), and two
+    /// different completions, each the assistant's alone when they are messages.
+    fn preference(&self, i: usize, loc: &Location) -> Result<Sample> {
+        let prompt = match self.pair_text(0, i, loc)? {
+            PairText::Messages(m) => PairText::Messages(self.with_system(m)),
+            plain => plain,
+        };
+        let chosen = self.pair_text(1, i, loc)?;
+        let rejected = self.pair_text(2, i, loc)?;
+        for (c, completion) in [(1, &chosen), (2, &rejected)] {
+            let PairText::Messages(messages) = completion else {
+                continue;
+            };
+            if let Some((k, m)) = messages
+                .iter()
+                .enumerate()
+                .find(|(_, m)| m.role != "assistant")
+            {
+                return Err(DataError::row(
+                    loc,
+                    Some(self.column_name(c)),
+                    format!("message {k} has role `{}`, but a completion holds only the assistant's reply", m.role),
+                    format!("put the conversation so far in `{}`, or {SKIP_HINT}", self.column_name(0)),
+                ));
+            }
+        }
+        if chosen == rejected {
+            return Err(DataError::row(
+                loc,
+                Some(self.column_name(2)),
+                format!(
+                    "is the same as `{}`: a pair needs two different completions",
+                    self.column_name(1)
+                ),
+                SKIP_HINT,
+            ));
+        }
+        Ok(Sample::Preference {
+            prompt,
+            chosen,
+            rejected,
+        })
+    }
+
+    /// Column `c` of a preference row: a non-empty string, or a non-empty list of messages.
+    fn pair_text(&self, c: usize, i: usize, loc: &Location) -> Result<PairText> {
+        match &self.cols[c] {
+            Some((_, ColumnData::Messages(_))) => Ok(PairText::Messages(self.messages(c, i, loc)?)),
+            _ => Ok(PairText::Plain(self.string(c, i, loc, false)?.to_string())),
+        }
+    }
+
+    fn column_name(&self, c: usize) -> &str {
+        self.cols[c].as_ref().map_or("", |(name, _)| name)
     }
 
     fn with_system(&self, mut messages: Vec<Message>) -> Vec<Message> {
@@ -439,9 +536,10 @@ impl BatchView<'_> {
         }
     }
 
-    fn messages(&self, i: usize, loc: &Location) -> Result<Vec<Message>> {
-        let Some((name, data)) = &self.cols[0] else {
-            unreachable!("the chat column is required")
+    /// The messages in column `c` at row `i` (a list of structs, or a JSON string).
+    fn messages(&self, c: usize, i: usize, loc: &Location) -> Result<Vec<Message>> {
+        let Some((name, data)) = &self.cols[c] else {
+            unreachable!("message columns are required")
         };
         let raw: Vec<(Option<String>, Option<String>)> = match data {
             ColumnData::Str(col) => match col.get(i) {

@@ -40,6 +40,22 @@ pub enum Sample {
     Chat { messages: Vec<Message> },
     /// A prompt and its completion (alpaca rows become this too).
     PromptCompletion { prompt: String, completion: String },
+    /// A preference pair: one prompt, the completion preferred and the one rejected
+    /// (DPO / ORPO). All three plain text, or all three messages (TRL's conventions).
+    Preference {
+        prompt: PairText,
+        chosen: PairText,
+        rejected: PairText,
+    },
+}
+
+/// The prompt or a completion of a preference pair.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PairText {
+    /// A string: the completion continues the prompt's text.
+    Plain(String),
+    /// Messages, rendered with the chat template: the prompt's turns, or the assistant's reply.
+    Messages(Vec<Message>),
 }
 
 /// Label value of a position that is not trained (PyTorch's `ignore_index`).
@@ -51,6 +67,9 @@ pub const IGNORE_INDEX: i64 = -100;
 pub struct Example {
     pub input_ids: Vec<u32>,
     pub labels: Vec<i64>,
+    /// A preference pair: `input_ids[..n]` is the prompt + chosen sequence and
+    /// `input_ids[n..]` the prompt + rejected one. Pairs are never packed.
+    pub rejected_start: Option<usize>,
 }
 
 /// A micro-batch of `rows × seq_len` tokens, row-major.
@@ -94,6 +113,7 @@ mod fast_bpe;
 pub mod format;
 pub mod gettext;
 pub mod pack;
+pub mod preference;
 pub mod preview;
 pub mod source;
 pub mod stats;

@@ -6,6 +6,8 @@
 //! document and doc ids number the documents of a row, so attention can stay inside them.
 //! The label at each document's first position is [`IGNORE_INDEX`]: after the trainer's
 //! shift it would be predicted from the previous document.
+//!
+//! A preference pair is two rows, chosen then rejected, always next to each other in a batch.
 
 use std::collections::VecDeque;
 
@@ -194,6 +196,9 @@ pub(crate) fn cut(
     overlong: Overlong,
     stats: &mut DataStats,
 ) -> Vec<Piece> {
+    if let Some(split) = example.rejected_start {
+        return cut_pair(row, example, split, seq_len, overlong, stats);
+    }
     let len = example.input_ids.len();
     if len <= seq_len {
         return vec![Piece::new(row, example, 0, len)];
@@ -219,6 +224,40 @@ pub(crate) fn cut(
     }
 }
 
+/// A pair → its chosen and rejected sequences, each cut to its first `seq_len` tokens (or
+/// the pair dropped, under `drop`). A pair left with no trained token on a side (its prompt
+/// fills `seq_len`) is dropped either way, as TRL drops it: it would teach nothing.
+fn cut_pair(
+    row: RowRef,
+    example: &Example,
+    split: usize,
+    seq_len: usize,
+    overlong: Overlong,
+    stats: &mut DataStats,
+) -> Vec<Piece> {
+    let sides = [(0, split), (split, example.input_ids.len())];
+    let lost: usize = sides
+        .iter()
+        .map(|&(s, e)| (e - s).saturating_sub(seq_len))
+        .sum();
+    let kept = sides.map(|(s, e)| (s, e.min(s + seq_len)));
+    let untrained = kept
+        .iter()
+        .any(|&(s, e)| example.labels[s + 1..e].iter().all(|&l| l == IGNORE_INDEX));
+    if untrained || (lost > 0 && overlong == Overlong::Drop) {
+        stats.dropped += 1;
+        stats.tokens_lost += example.input_ids.len() as u64;
+        return Vec::new();
+    }
+    if lost > 0 {
+        stats.truncated += 1;
+        stats.tokens_lost += lost as u64;
+    }
+    kept.iter()
+        .map(|&(s, e)| Piece::new(row, example, s, e))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +266,7 @@ mod tests {
         Example {
             input_ids: (first..first + len as u32).collect(),
             labels: (first..first + len as u32).map(i64::from).collect(),
+            rejected_start: None,
         }
     }
 

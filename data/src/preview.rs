@@ -65,6 +65,7 @@ mod tests {
         let example = Example {
             input_ids: ids.clone(),
             labels: vec![IGNORE_INDEX, ids[1] as i64, ids[2] as i64],
+            rejected_start: None,
         };
         let text = render_marked(&example, &tokenizer, Marks::Brackets).unwrap();
         assert!(

@@ -20,6 +20,9 @@ pub struct DataStats {
     pub skip_reasons: Vec<String>,
     /// Rows that became examples.
     pub examples: u64,
+    /// Of those, preference pairs (each two sequences: chosen and rejected).
+    #[serde(default)]
+    pub pairs: u64,
     /// Tokens of those examples, before over-long handling.
     pub tokens: u64,
     /// Examples longer than `seq_len`, by what was done with them.
@@ -78,6 +81,12 @@ impl DataStats {
             self.padding,
             self.slots
         );
+        if self.pairs > 0 {
+            s.push_str(&format!(
+                "\npairs            {} (of the examples; each is a chosen and a rejected sequence)",
+                self.pairs
+            ));
+        }
         for r in &self.skip_reasons {
             s.push_str("\nskipped: ");
             s.push_str(r);

@@ -390,7 +390,8 @@ impl BatchStream {
             weights: configs.iter().map(|s| s.weight).collect(),
             packer: Packer::new(
                 cfg.seq_len,
-                cfg.packing && train,
+                // Pairs are never packed: each sequence is its own row.
+                cfg.packing && train && !cfg.is_preference(),
                 if train {
                     cfg.padding
                 } else {
@@ -507,14 +508,17 @@ impl BatchStream {
     }
 
     /// The next micro-batch of up to `micro_batch` rows (`rows < micro_batch` only at the very
-    /// end of a finite stream); `None` when the stream is exhausted.
+    /// end of a finite stream); `None` when the stream is exhausted. Of preference pairs,
+    /// `micro_batch` pairs: rows 2i and 2i + 1 are pair i's chosen and rejected sequences.
     pub fn next_batch(&mut self, micro_batch: usize) -> Result<Option<Batch>> {
-        let micro_batch = micro_batch.max(1);
+        let rows_per_example = if self.cfg.is_preference() { 2 } else { 1 };
+        let micro_batch = micro_batch.max(1) * rows_per_example;
         while self.packer.ready_rows() < micro_batch && !self.exhausted {
             match self.next_example()? {
                 Some(item) => {
                     let overlong = self.sources[item.row.0 as usize].overlong;
                     self.stats.examples += 1;
+                    self.stats.pairs += u64::from(item.example.rejected_start.is_some());
                     self.stats.tokens += item.example.input_ids.len() as u64;
                     self.packer
                         .push(item.row, &item.example, overlong, &mut self.stats);

@@ -79,11 +79,37 @@ pub fn numbered_text(path: &Path, prefix: &str, n: usize, group_rows: usize) -> 
     write_parquet(path, vec![texts("text", &refs)], group_rows)
 }
 
-/// A toy encoder: the UTF-8 bytes of the text as ids, all trained; prompts untrained.
+/// A toy encoder: the UTF-8 bytes of the text as ids, all trained; prompts untrained. A
+/// pair is its two sequences, prompt + chosen then prompt + rejected.
 pub fn byte_encoder(
     sample: &Sample,
     opts: &crate::stream::EncodeOptions,
 ) -> anyhow::Result<Example> {
+    if let Sample::Preference {
+        prompt,
+        chosen,
+        rejected,
+    } = sample
+    {
+        let text = |t: &crate::PairText| match t {
+            crate::PairText::Plain(s) => s.clone(),
+            crate::PairText::Messages(m) => m.iter().map(|m| m.content.as_str()).collect(),
+        };
+        let side = |completion| {
+            byte_encoder(
+                &Sample::PromptCompletion {
+                    prompt: text(prompt),
+                    completion,
+                },
+                opts,
+            )
+        };
+        let (mut pair, rejected) = (side(text(chosen))?, side(text(rejected))?);
+        pair.rejected_start = Some(pair.input_ids.len());
+        pair.input_ids.extend(rejected.input_ids);
+        pair.labels.extend(rejected.labels);
+        return Ok(pair);
+    }
     let (prompt, trained) = match sample {
         Sample::Text { text } => (String::new(), text.clone()),
         Sample::PromptCompletion { prompt, completion } => (prompt.clone(), completion.clone()),
@@ -94,6 +120,7 @@ pub fn byte_encoder(
             }
             (String::new(), p)
         }
+        Sample::Preference { .. } => unreachable!("pairs are handled above"),
     };
     let mut input_ids: Vec<u32> = prompt.bytes().map(u32::from).collect();
     let mut labels: Vec<i64> = vec![IGNORE_INDEX; input_ids.len()];
@@ -105,7 +132,11 @@ pub fn byte_encoder(
         input_ids.push(0);
         labels.push(0);
     }
-    Ok(Example { input_ids, labels })
+    Ok(Example {
+        input_ids,
+        labels,
+        rejected_start: None,
+    })
 }
 
 /// A word-level [`crate::Tokenizer`] built in code: `<unk>` = 0, then `words` in order.

@@ -72,6 +72,7 @@ fn bytes(sample: &Sample, _: &EncodeOptions) -> anyhow::Result<Example> {
     Ok(Example {
         input_ids: ids,
         labels,
+        rejected_start: None,
     })
 }
 
