@@ -20,6 +20,12 @@ pub struct Recipe {
     pub train: TrainSection,
     #[serde(default)]
     pub output: OutputSection,
+    /// Read with `train.objective = "dpo"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpo: Option<DpoSection>,
+    /// Read with `train.objective = "orpo"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orpo: Option<OrpoSection>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,9 +80,73 @@ pub enum Schedule {
     Cosine,
 }
 
+/// What a run optimizes (recipe `train.objective`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Next-token cross-entropy on the trained tokens.
+    #[default]
+    Sft,
+    /// Direct preference optimization on pairs, against a reference (`[dpo]`).
+    Dpo,
+    /// Odds-ratio preference optimization on pairs, no reference (`[orpo]`).
+    Orpo,
+}
+
+/// `[dpo]`: TRL's `DPOConfig` keys of the same names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpoSection {
+    /// β: how far the policy may move from the reference (IPO: its τ).
+    pub beta: f64,
+    pub loss: DpoLoss,
+    /// ε, the probability that a pair's preference is flipped (sigmoid, robust).
+    pub label_smoothing: f64,
+    /// Compute the reference log-probabilities of every training pair once, before the
+    /// first step, instead of in every step.
+    pub precompute_reference: bool,
+}
+
+impl Default for DpoSection {
+    fn default() -> Self {
+        DpoSection {
+            beta: 0.1,
+            loss: DpoLoss::Sigmoid,
+            label_smoothing: 0.0,
+            precompute_reference: false,
+        }
+    }
+}
+
+/// The DPO loss of a pair from its reward margin (`dpo.loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpoLoss {
+    Sigmoid,
+    Ipo,
+    Hinge,
+    Robust,
+}
+
+/// `[orpo]`: TRL's `ORPOConfig` keys of the same names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrpoSection {
+    /// λ, the weight of the odds-ratio term against the chosen sequences' NLL.
+    pub beta: f64,
+}
+
+impl Default for OrpoSection {
+    fn default() -> Self {
+        OrpoSection { beta: 0.1 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
+    /// `sft` (default), `dpo` or `orpo`.
+    pub objective: Objective,
     /// Optimizer steps; or set `epochs`.
     pub steps: Option<u64>,
     pub epochs: Option<f64>,
@@ -100,6 +170,7 @@ pub struct TrainSection {
 impl Default for TrainSection {
     fn default() -> Self {
         TrainSection {
+            objective: Objective::Sft,
             steps: None,
             epochs: None,
             micro_batch: 4,
@@ -140,12 +211,13 @@ fn default_device() -> String {
     "auto".into()
 }
 
-const SECTIONS: &[&str] = &["model", "lora", "data", "train", "output"];
+const SECTIONS: &[&str] = &["model", "lora", "data", "train", "output", "dpo", "orpo"];
 const MODEL_KEYS: &[&str] = &["path", "dtype", "device"];
 const LORA_KEYS: &[&str] = &[
     "r", "alpha", "dropout", "targets", "rslora", "dora", "init", "from",
 ];
 const TRAIN_KEYS: &[&str] = &[
+    "objective",
     "steps",
     "epochs",
     "micro_batch",
@@ -163,6 +235,8 @@ const TRAIN_KEYS: &[&str] = &[
     "activation_checkpointing",
 ];
 const OUTPUT_KEYS: &[&str] = &["dir"];
+const DPO_KEYS: &[&str] = &["beta", "loss", "label_smoothing", "precompute_reference"];
+const ORPO_KEYS: &[&str] = &["beta"];
 
 impl Recipe {
     /// Reads `path`, applies `--set key=value` overrides, validates.
@@ -184,6 +258,8 @@ impl Recipe {
             ("lora", LORA_KEYS),
             ("train", TRAIN_KEYS),
             ("output", OUTPUT_KEYS),
+            ("dpo", DPO_KEYS),
+            ("orpo", ORPO_KEYS),
         ] {
             if let Some(table) = value.get(section) {
                 let table = table
@@ -244,6 +320,50 @@ impl Recipe {
             bail!("train.warmup must be >= 0 (a fraction of the steps below 1, a number of steps from 1)");
         }
         crate::runtime::parse_dtype(&self.model.dtype).context("key model.dtype")?;
+        self.validate_objective()
+    }
+
+    /// The data fits the objective, and the objective's section its values.
+    fn validate_objective(&self) -> Result<()> {
+        let pairs = self.data.is_preference();
+        match self.train.objective {
+            Objective::Sft if pairs => bail!(
+                "the data holds preference pairs (format = \"preference\"), which train.objective = \"sft\" cannot train on; set train.objective = \"dpo\" or \"orpo\""
+            ),
+            Objective::Sft => return Ok(()),
+            objective if !pairs => bail!(
+                "train.objective = \"{}\" trains on preference pairs, but data.train[0] has format \"{}\"; use format = \"preference\" sources (columns prompt, chosen, rejected)",
+                if objective == Objective::Dpo { "dpo" } else { "orpo" },
+                self.data.train[0].format.name()
+            ),
+            _ => {}
+        }
+        let dpo = self.dpo.clone().unwrap_or_default();
+        if !(dpo.beta > 0.0 && dpo.beta.is_finite()) {
+            bail!(
+                "dpo.beta must be a positive number, got {} (TRL's default: 0.1)",
+                dpo.beta
+            );
+        }
+        if !(0.0..0.5).contains(&dpo.label_smoothing) {
+            bail!(
+                "dpo.label_smoothing must be in [0, 0.5), got {} (the probability that a preference is flipped)",
+                dpo.label_smoothing
+            );
+        }
+        if dpo.label_smoothing > 0.0 && matches!(dpo.loss, DpoLoss::Ipo | DpoLoss::Hinge) {
+            bail!(
+                "dpo.label_smoothing applies to loss = \"sigmoid\" or \"robust\", not \"{}\"; set it to 0",
+                if dpo.loss == DpoLoss::Ipo { "ipo" } else { "hinge" }
+            );
+        }
+        let orpo = self.orpo.clone().unwrap_or_default();
+        if !(orpo.beta > 0.0 && orpo.beta.is_finite()) {
+            bail!(
+                "orpo.beta must be a positive number, got {} (TRL's default: 0.1)",
+                orpo.beta
+            );
+        }
         Ok(())
     }
 }
@@ -355,6 +475,55 @@ mod tests {
         assert!(err(MINIMAL, &["train.micro_batch=\"four\""]).contains("micro_batch"));
         assert!(err(MINIMAL, &["model.dtype=f8"]).contains("f8"));
         assert!(err(&MINIMAL.replace("steps = 10", ""), &[]).contains("train.steps"));
+    }
+
+    const PAIRS: &str = r#"
+        [model]
+        path = "m"
+        [[data.train]]
+        path = "pairs.parquet"
+        format = "preference"
+        [train]
+        steps = 10
+        objective = "dpo"
+    "#;
+
+    #[test]
+    fn preference_objectives_read_their_sections_and_need_pairs() {
+        let r = Recipe::parse(PAIRS, &[]).unwrap();
+        assert_eq!(r.train.objective, Objective::Dpo);
+        assert!(r.dpo.is_none(), "defaults are not written back");
+        let dpo = r.dpo.unwrap_or_default();
+        assert_eq!(
+            (dpo.beta, dpo.loss, dpo.label_smoothing),
+            (0.1, DpoLoss::Sigmoid, 0.0)
+        );
+        let r = Recipe::parse(PAIRS, &["dpo.loss=\"ipo\"".into(), "dpo.beta=0.5".into()]).unwrap();
+        assert_eq!(
+            r.dpo.as_ref().map(|d| (d.loss, d.beta)),
+            Some((DpoLoss::Ipo, 0.5))
+        );
+        let r = Recipe::parse(
+            PAIRS,
+            &["train.objective=\"orpo\"".into(), "orpo.beta=0.2".into()],
+        )
+        .unwrap();
+        assert_eq!(r.orpo.map(|o| o.beta), Some(0.2));
+
+        assert!(err(PAIRS, &["train.objective=\"sft\""]).contains("preference pairs"));
+        let text = PAIRS.replace("\"preference\"", "\"text\"");
+        assert!(err(&text, &[]).contains("format \"text\""));
+        assert!(err(PAIRS, &["dpo.beta=-1"]).contains("dpo.beta"));
+        assert!(err(PAIRS, &["dpo.label_smoothing=0.5"]).contains("dpo.label_smoothing"));
+        let e = err(PAIRS, &["dpo.loss=\"hinge\"", "dpo.label_smoothing=0.1"]);
+        assert!(
+            e.contains("dpo.label_smoothing") && e.contains("hinge"),
+            "{e}"
+        );
+        assert!(err(PAIRS, &["dpo.loss=\"kto\""]).contains("kto"));
+        let e = err(PAIRS, &["dpo.betta=1"]);
+        assert!(e.contains("dpo.betta") && e.contains("beta"), "{e}");
+        assert!(err(PAIRS, &["train.objective=\"orpo\"", "orpo.beta=0"]).contains("orpo.beta"));
     }
 
     #[test]

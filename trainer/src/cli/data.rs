@@ -130,18 +130,24 @@ fn preview(args: PreviewArgs) -> Result<()> {
                 train_on: recipe.data.train_on,
             };
             let example = encoder.encode_with(&sample, &options)?;
-            println!(
-                "\n--- {}: {} tokens, {} trained{}",
-                row.loc,
-                example.input_ids.len(),
-                trained_tokens(&example),
-                if example.input_ids.len() > recipe.data.seq_len {
-                    format!(" (longer than seq_len {})", recipe.data.seq_len)
-                } else {
-                    String::new()
-                }
-            );
-            println!("{}", render_marked(&example, encoder.tokenizer(), marks)?);
+            let shown = match loam_data::preference::sides(&example) {
+                Some([chosen, rejected]) => vec![(" chosen", chosen), (" rejected", rejected)],
+                None => vec![("", example)],
+            };
+            for (side, example) in shown {
+                println!(
+                    "\n--- {}{side}: {} tokens, {} trained{}",
+                    row.loc,
+                    example.input_ids.len(),
+                    trained_tokens(&example),
+                    if example.input_ids.len() > recipe.data.seq_len {
+                        format!(" (longer than seq_len {})", recipe.data.seq_len)
+                    } else {
+                        String::new()
+                    }
+                );
+                println!("{}", render_marked(&example, encoder.tokenizer(), marks)?);
+            }
         }
     }
     Ok(())

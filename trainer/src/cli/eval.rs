@@ -34,7 +34,13 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let (lm, dir) = args.model.load()?;
     let tokenizer = Tokenizer::from_model_dir(&dir)?;
-    let mut source_config = SourceConfig::new(&args.data, Format::parse(&args.format)?);
+    let format = Format::parse(&args.format)?;
+    if format == Format::Preference {
+        anyhow::bail!(
+            "--format preference: pairs are scored by training with train.objective = \"dpo\" or \"orpo\" (held-out pairs in [[data.eval]] or data.eval_fraction report the loss and rewards); loam eval scores single sequences"
+        );
+    }
+    let mut source_config = SourceConfig::new(&args.data, format);
     source_config.column = args.column.clone();
     let source = Source::open(0, &source_config)?;
 

@@ -1,4 +1,5 @@
-//! Next-token cross-entropy over trained positions only.
+//! Next-token cross-entropy over trained positions only, and the per-target log-probabilities
+//! the preference objectives build their losses from.
 //!
 //! Labels are unshifted (`labels[t]` is the token at t, or -100): position t predicts
 //! `labels[t + 1]`. Only positions whose target is trained go through `lm_head`, a chunk
@@ -24,23 +25,57 @@ pub fn next_token_nll_sum(
     labels: &Tensor,
     chunk: i64,
 ) -> (Tensor, i64) {
-    let (b, t, h) = hidden.size3().expect("hidden states are [B, T, H]");
-    let targets = labels.narrow(1, 1, t - 1).reshape([-1]);
-    let trained = targets.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
-    let count = trained.size()[0];
-    if count == 0 || b == 0 {
-        return (Tensor::zeros([], (Kind::Float, hidden.device())), 0);
+    let targets = TargetLogProbs::compute(hidden, lm_head, labels, chunk);
+    let nll = -targets.values.sum(Kind::Float);
+    if targets.nll_grads.is_none() {
+        return (nll, targets.count());
     }
-    let states = hidden
-        .narrow(1, 0, t - 1)
-        .reshape([-1, h])
-        .index_select(0, &trained);
-    let targets = targets.index_select(0, &trained);
-    let with_grad = states.requires_grad();
+    (nll + targets.carrier(None), targets.count())
+}
 
-    let (nll, grads) = {
+/// The log-probabilities of a batch's trained next tokens (`labels[t + 1]` where it is not
+/// [`IGNORE_INDEX`]), and, when the hidden states need a gradient, each one's gradient with
+/// respect to its hidden state, so that any loss of these log-probabilities can be carried
+/// into the decoder ([`TargetLogProbs::carrier`]) without keeping the logits.
+pub struct TargetLogProbs {
+    /// `log p(target)` of each trained target, f32 `[N]`, not differentiable.
+    pub values: Tensor,
+    /// Each target's batch row, int64 `[N]`.
+    pub rows: Tensor,
+    /// Each target's flat index in `[B, T − 1]` (the position that predicts it).
+    pub positions: Tensor,
+    /// The hidden states that predict the targets, `[N, hidden]`.
+    states: Tensor,
+    /// `∂ −log p / ∂ state` of each target, f32 `[N, hidden]`, when `states` need a gradient.
+    nll_grads: Option<Tensor>,
+}
+
+impl TargetLogProbs {
+    pub fn compute(hidden: &Tensor, lm_head: &Tensor, labels: &Tensor, chunk: i64) -> Self {
+        let (b, t, h) = hidden.size3().expect("hidden states are [B, T, H]");
+        let device = hidden.device();
+        let targets = labels.narrow(1, 1, t - 1).reshape([-1]);
+        let positions = targets.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
+        let count = positions.size()[0];
+        let rows = positions.divide_scalar_mode(t - 1, "floor");
+        if count == 0 || b == 0 {
+            return TargetLogProbs {
+                values: Tensor::zeros([0], (Kind::Float, device)),
+                rows,
+                positions,
+                states: Tensor::zeros([0, h], (hidden.kind(), device)),
+                nll_grads: None,
+            };
+        }
+        let states = hidden
+            .narrow(1, 0, t - 1)
+            .reshape([-1, h])
+            .index_select(0, &positions);
+        let targets = targets.index_select(0, &positions);
+        let with_grad = states.requires_grad();
+
         let _guard = tch::no_grad_guard();
-        let mut nll = Tensor::zeros([], (Kind::Float, hidden.device()));
+        let mut values = Vec::new();
         let mut grads = Vec::new();
         let mut start = 0;
         while start < count {
@@ -52,7 +87,7 @@ pub fn next_token_nll_sum(
                 .linear::<Tensor>(lm_head, None)
                 .log_softmax(-1, Kind::Float);
             let picked = log_probs.gather(1, &target, false);
-            nll -= picked.sum(Kind::Float);
+            values.push(picked.squeeze_dim(1));
             if with_grad {
                 // softmax − onehot, built in place over the log-probabilities.
                 let mut softmax = log_probs.exp_();
@@ -62,17 +97,35 @@ pub fn next_token_nll_sum(
             }
             start += len;
         }
-        (nll, grads)
-    };
-    if !with_grad {
-        return (nll, count);
+        TargetLogProbs {
+            values: Tensor::cat(&values, 0),
+            rows,
+            positions,
+            states,
+            nll_grads: with_grad.then(|| Tensor::cat(&grads, 0).to_kind(Kind::Float)),
+        }
     }
-    // A term worth exactly 0 whose gradient with respect to `states` is the one computed
-    // above, so `backward` carries it (times any later scaling) into the decoder.
-    let grad = Tensor::cat(&grads, 0).to_kind(Kind::Float);
-    let surrogate = (states.to_kind(Kind::Float) * grad).sum(Kind::Float);
-    let zero = &surrogate - surrogate.detach();
-    (nll + zero, count)
+
+    /// How many targets.
+    pub fn count(&self) -> i64 {
+        self.values.size()[0]
+    }
+
+    /// A term worth exactly 0 whose gradient with respect to the hidden states is that of
+    /// `Σ_i w_i · (−log p_i)` (every `w_i = 1` when `weights` is `None`: the summed NLL), so
+    /// `backward` carries it, times any later scaling, into the decoder. Zero (and no
+    /// gradient) when the hidden states need none.
+    pub fn carrier(&self, weights: Option<&Tensor>) -> Tensor {
+        let Some(grad) = &self.nll_grads else {
+            return Tensor::zeros([], (Kind::Float, self.values.device()));
+        };
+        let grad = match weights {
+            None => grad.shallow_clone(),
+            Some(w) => grad * w.to_kind(Kind::Float).unsqueeze(1),
+        };
+        let surrogate = (self.states.to_kind(Kind::Float) * grad).sum(Kind::Float);
+        &surrogate - surrogate.detach()
+    }
 }
 
 #[cfg(test)]

@@ -8,14 +8,17 @@
 
 pub mod checkpoint;
 pub mod loss;
+pub mod objective;
 pub mod optim;
 pub mod plot;
+pub mod preference;
 
 use self::checkpoint::TrainState;
 use self::loss::{next_token_nll_sum, DEFAULT_CHUNK};
+use self::objective::Objective;
 use self::optim::{AdamW, TrainableParams};
+use self::preference::Metrics;
 use crate::adapter::{self, AdapterConfig};
-use crate::eval;
 use crate::model::{self, CausalLm, Positions};
 use crate::recipe::Recipe;
 use crate::{hub, runtime};
@@ -45,6 +48,9 @@ struct StepMetrics {
     elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     eval_loss: Option<f64>,
+    /// The objective's own metrics (DPO / ORPO: TRL's `rewards/…`, `logps/…`; `eval_…`).
+    #[serde(flatten)]
+    objective: Metrics,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -126,6 +132,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     // ── model + adapter ────────────────────────────────────────────────────────────────
     let mut lm = model::load(&model_dir, kind, device)?;
     let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
+    let objective = Objective::new(&recipe, &mut lm, &encoder)?;
     let adapted = lm
         .linears_mut()
         .iter()
@@ -146,14 +153,9 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     }
     let mut metrics = metrics_file(&out_dir, state.step)?;
 
-    let eval_examples = || -> Result<_> {
-        let examples = BatchStream::eval_examples(&recipe.data, shared(&encoder))?;
-        Ok(examples.map(|e| e.map_err(anyhow::Error::from)))
-    };
     let has_eval = BatchStream::has_eval(&recipe.data);
     if state.step == 0 && has_eval {
-        state.eval_before =
-            Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss);
+        state.eval_before = Some(objective.evaluate(&mut lm, &recipe, &encoder)?.loss);
     }
 
     // ── the loop ───────────────────────────────────────────────────────────────────────
@@ -174,13 +176,15 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             tracing::info!("the data is exhausted after {} steps", state.step);
             break;
         }
-        let (loss, step_tokens) = accumulate_gradients(
-            &lm,
+        let outcome = objective.step(
+            &mut lm,
             &micro_batches,
             t.seed,
             state.step,
             t.activation_checkpointing,
         )?;
+        let (loss, step_tokens) = (outcome.loss, outcome.tokens);
+        let mut objective_metrics = outcome.metrics;
         let grad_norm = optim::clip_grad_norm(&mut params, t.max_grad_norm);
         if !loss.is_finite() || !grad_norm.is_finite() {
             bail!(
@@ -212,9 +216,10 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             && t.eval_every > 0
             && (state.step % t.eval_every == 0 || state.step == total_steps)
         {
-            let loss = eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss;
-            state.evals.push((state.step, loss));
-            eval_loss = Some(loss);
+            let eval = objective.evaluate(&mut lm, &recipe, &encoder)?;
+            state.evals.push((state.step, eval.loss));
+            eval_loss = Some(eval.loss);
+            objective_metrics.extend(eval.metrics);
         }
         let line = StepMetrics {
             step: state.step,
@@ -225,11 +230,13 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
             elapsed_s: state.elapsed_s,
             eval_loss,
+            objective: objective_metrics,
         };
         writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
         bar.set_position(state.step);
         bar.set_message(format!(
-            "loss {loss:.4}  lr {lr:.2e}  {:.0} tok/s",
+            "loss {loss:.4}{}  lr {lr:.2e}  {:.0} tok/s",
+            objective.progress(&line.objective),
             line.tokens_per_s
         ));
 
@@ -269,7 +276,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
 
     // ── save ───────────────────────────────────────────────────────────────────────────
     let eval_loss_after = if has_eval {
-        Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss)
+        Some(objective.evaluate(&mut lm, &recipe, &encoder)?.loss)
     } else {
         None
     };
@@ -406,40 +413,61 @@ fn forward_backward(
     seed: i64,
     checkpointing: bool,
 ) -> Result<f64> {
-    let device = lm.device;
+    let BatchTensors {
+        input_ids,
+        positions,
+        labels,
+    } = batch_tensors(lm, batch);
+    let scale = 1.0 / step_tokens.max(1) as f64;
+    let nll = forward_backward_with(lm, &input_ids, &positions, seed, checkpointing, |hidden| {
+        let (nll, _) = next_token_nll_sum(hidden, &lm.lm_head, &labels, DEFAULT_CHUNK);
+        (&nll * scale).backward();
+        nll.detach()
+    });
+    Ok(nll.double_value(&[]))
+}
+
+/// A micro-batch on the model's device.
+pub(crate) struct BatchTensors {
+    pub input_ids: Tensor,
+    pub positions: Positions,
+    /// Unshifted; a document's first token is never a target (see `trained_targets`).
+    pub labels: Tensor,
+}
+
+pub(crate) fn batch_tensors(lm: &CausalLm, batch: &Batch) -> BatchTensors {
     let shape = [batch.rows as i64, batch.seq_len as i64];
-    let tensor = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
+    let tensor = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(lm.device);
     let input_ids = tensor(&batch.input_ids);
     let position_ids = tensor(&batch.position_ids);
-    // A document's first token is never a target (see `trained_targets`).
     let labels = tensor(&batch.labels).masked_fill(&position_ids.eq(0), IGNORE_INDEX);
     let packed = batch.doc_ids.iter().any(|&d| d > 0);
     let positions = Positions {
         position_ids,
         doc_ids: packed.then(|| tensor(&batch.doc_ids)),
     };
-    let scale = 1.0 / step_tokens.max(1) as f64;
-    let nll = if checkpointing {
-        forward_backward_checkpointed(lm, &input_ids, &positions, &labels, scale, seed)
-    } else {
-        let hidden = lm.forward_hidden_seeded(&input_ids, &positions, Some(seed));
-        let (nll, _) = next_token_nll_sum(&hidden, &lm.lm_head, &labels, DEFAULT_CHUNK);
-        (&nll * scale).backward();
-        nll
-    };
-    Ok(nll.double_value(&[]))
+    BatchTensors {
+        input_ids,
+        positions,
+        labels,
+    }
 }
 
-/// Activation checkpointing: the forward pass keeps only each block's input; backward
-/// recomputes one block at a time (same dropout seeds) and pushes the gradient through it.
-fn forward_backward_checkpointed(
+/// Forward through the decoder, then `head` turns the final hidden states (after the last
+/// norm) into a loss and runs its `backward`. With activation checkpointing the forward pass
+/// keeps only each block's input; backward then recomputes one block at a time (same dropout
+/// seeds) and pushes the gradient through it.
+pub(crate) fn forward_backward_with<R>(
     lm: &CausalLm,
     input_ids: &Tensor,
     positions: &Positions,
-    labels: &Tensor,
-    scale: f64,
     seed: i64,
-) -> Tensor {
+    checkpointing: bool,
+    head: impl FnOnce(&Tensor) -> R,
+) -> R {
+    if !checkpointing {
+        return head(&lm.forward_hidden_seeded(input_ids, positions, Some(seed)));
+    }
     let ctx = lm.attention_inputs(positions, input_ids.size()[1]);
     let mut block_inputs = Vec::with_capacity(lm.model.layers.len());
     let mut h = {
@@ -453,13 +481,7 @@ fn forward_backward_checkpointed(
         h
     };
     h = h.detach().set_requires_grad(true);
-    let (nll, _) = next_token_nll_sum(
-        &lm.model.norm.forward(&h),
-        &lm.lm_head,
-        labels,
-        DEFAULT_CHUNK,
-    );
-    (&nll * scale).backward();
+    let result = head(&lm.model.norm.forward(&h));
     let mut grad = h.grad();
     for (i, layer) in lm.model.layers.iter().enumerate().rev() {
         let x = block_inputs[i].detach().set_requires_grad(true);
@@ -468,7 +490,7 @@ fn forward_backward_checkpointed(
         (out * &grad).sum(Kind::Float).backward();
         grad = x.grad();
     }
-    nll.detach()
+    result
 }
 
 /// `metrics.jsonl`, cut back to `step` lines when resuming (later lines came from steps the

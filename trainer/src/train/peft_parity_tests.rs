@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-fn read(path: &Path) -> HashMap<String, Tensor> {
+pub(crate) fn read(path: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .into_iter()
@@ -41,15 +41,22 @@ fn batch(tensors: &HashMap<String, Tensor>, step: usize, micro: usize) -> Batch 
 
 /// max |a − b| ≤ 1e-5 · max |b| (+ a tiny absolute floor for all-zero tensors).
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    assert_close_within(what, got, want, 1e-5);
+}
+
+/// max |a − b| ≤ `tolerance` · max |b| (+ a tiny absolute floor for all-zero tensors);
+/// returns max |a − b| / max |b|.
+pub(crate) fn assert_close_within(what: &str, got: &Tensor, want: &Tensor, tolerance: f64) -> f64 {
     let diff = (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
         .abs()
         .max()
         .double_value(&[]);
     let scale = want.abs().max().to_kind(Kind::Double).double_value(&[]);
     assert!(
-        diff <= 1e-5 * scale + 1e-9,
+        diff <= tolerance * scale + 1e-9,
         "{what}: max diff {diff:e} vs scale {scale:e}"
     );
+    diff / scale.max(1e-30)
 }
 
 fn run_case(case_dir: &Path, checkpointing: bool) {
@@ -170,7 +177,7 @@ fn check_pissa_conversion(lm: &mut model::CausalLm, case: &serde_json::Value, ca
 }
 
 /// The gradient of every adapter tensor under its PEFT key.
-fn named_grads(lm: &mut model::CausalLm) -> Vec<(String, Tensor)> {
+pub(crate) fn named_grads(lm: &mut model::CausalLm) -> Vec<(String, Tensor)> {
     let mut out = Vec::new();
     for (path, linear) in lm.linears_mut() {
         if let Some(lora) = &linear.lora {
