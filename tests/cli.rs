@@ -171,54 +171,6 @@ fn missing_data_file_is_a_clear_error() {
 
 // ── loam train ─────────────────────────────────────────────────────────────────────────
 
-fn train(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "train",
-        recipe.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    loam(&args)
-}
-
-fn adapter_bytes(run: &Path) -> Vec<u8> {
-    std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap()
-}
-
-fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Trains `recipe` in `dir` twice: straight, and paused after 3 steps then resumed.
-/// Asserts the two adapters are byte-identical; returns both run directories.
-fn straight_and_resumed(dir: &Path, recipe: &Path, sets: &[&str]) -> (PathBuf, PathBuf) {
-    let straight = dir.join("straight");
-    let out = train(recipe, &straight, sets);
-    assert!(out.status.success(), "{}", stderr(&out));
-
-    let resumed = dir.join("resumed");
-    let out = train(recipe, &resumed, &[sets, &["--stop-after", "3"]].concat());
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        !resumed.join("adapter").exists(),
-        "a paused run writes no final adapter"
-    );
-    let out = train(recipe, &resumed, &[sets, &["--resume"]].concat());
-    assert!(out.status.success(), "{}", stderr(&out));
-
-    assert_eq!(
-        adapter_bytes(&straight),
-        adapter_bytes(&resumed),
-        "resumed adapter differs from the straight run's"
-    );
-    (straight, resumed)
-}
-
 fn adapter_config(run: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(run.join("adapter/adapter_config.json")).unwrap())
         .unwrap()

@@ -33,6 +33,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         sets.push(format!("output.dir={:?}", out.display().to_string()));
     }
     let recipe = Recipe::load(&args.recipe, &sets)?;
+    // A preference loss is not a next-token NLL: no perplexity for it.
+    let perplexity = recipe.train.objective == crate::recipe::Objective::Sft;
     // Ctrl-C: finish the current step, write a checkpoint, exit. A second Ctrl-C kills.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -54,6 +56,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return Ok(());
     }
     let evals = match (s.eval_loss_before, s.eval_loss_after) {
+        (Some(b), Some(a)) if !perplexity => format!("eval loss {b:.4} → {a:.4}\n"),
         (Some(b), Some(a)) => format!(
             "eval loss {b:.4} → {a:.4}  (perplexity {:.2} → {:.2})\n",
             b.exp(),

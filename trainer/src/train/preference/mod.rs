@@ -125,7 +125,7 @@ impl Preference {
         let mut tally = Tally::default();
         for (micro, batch) in micro_batches.iter().enumerate() {
             let pairs = PairBatch::new(lm, batch)?;
-            let reference = self.reference_log_probs(lm, &pairs)?;
+            let reference = self.reference_log_probs(lm, &pairs, false)?;
             let lm: &CausalLm = lm;
             let seed = dropout_seed(seed, step, micro as u64);
             let t = &pairs.tensors;
@@ -174,7 +174,7 @@ impl Preference {
         let mut tally = Tally::default();
         while let Some(batch) = stream.next_batch(micro_batch)? {
             let pairs = PairBatch::new(lm, &batch)?;
-            let reference = self.reference_log_probs(lm, &pairs)?;
+            let reference = self.reference_log_probs(lm, &pairs, true)?;
             let t = &pairs.tensors;
             let hidden = lm.hidden_states(&t.input_ids, &t.positions);
             let targets =
@@ -206,9 +206,16 @@ impl Preference {
         )
     }
 
-    fn reference_log_probs(&self, lm: &mut CausalLm, pairs: &PairBatch) -> Result<Option<Tensor>> {
+    /// DPO's reference log-probabilities of a batch; `live`: never the precomputed ones
+    /// (held-out pairs have none).
+    fn reference_log_probs(
+        &self,
+        lm: &mut CausalLm,
+        pairs: &PairBatch,
+        live: bool,
+    ) -> Result<Option<Tensor>> {
         match self {
-            Preference::Dpo { reference, .. } => Ok(Some(reference.log_probs(lm, pairs)?)),
+            Preference::Dpo { reference, .. } => Ok(Some(reference.log_probs(lm, pairs, live)?)),
             Preference::Orpo { .. } => Ok(None),
         }
     }

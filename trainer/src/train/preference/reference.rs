@@ -93,11 +93,17 @@ impl Reference {
     }
 
     /// Each sequence's summed completion log-probability under the reference, `[pairs, 2]`
-    /// f64 (chosen, rejected).
-    pub(crate) fn log_probs(&self, lm: &mut CausalLm, batch: &PairBatch) -> Result<Tensor> {
+    /// f64 (chosen, rejected): looked up when precomputed (`live = false`, training pairs),
+    /// else computed now.
+    pub(crate) fn log_probs(
+        &self,
+        lm: &mut CausalLm,
+        batch: &PairBatch,
+        live: bool,
+    ) -> Result<Tensor> {
         let values = match &self.precomputed {
-            Some(p) => p.lookup(batch.batch)?,
-            None => self.run(lm, batch.batch)?,
+            Some(p) if !live => p.lookup(batch.batch)?,
+            _ => self.run(lm, batch.batch)?,
         };
         Ok(Tensor::from_slice(&values)
             .view([-1, 2])

@@ -359,8 +359,10 @@ fn the_reference_is_the_starting_model() {
         unreachable!()
     };
     let pairs = super::PairBatch::new(&lm, &micro[0]).unwrap();
-    let frozen = reference.log_probs(&mut lm, &pairs).unwrap();
-    let base = Reference::base(&mut lm).log_probs(&mut lm, &pairs).unwrap();
+    let frozen = reference.log_probs(&mut lm, &pairs, false).unwrap();
+    let base = Reference::base(&mut lm)
+        .log_probs(&mut lm, &pairs, false)
+        .unwrap();
     let diff = (&frozen - &base).abs().max().double_value(&[]);
     assert!(
         diff > 1e-3,
@@ -373,7 +375,7 @@ fn the_reference_is_the_starting_model() {
             let _ = lora.b.shallow_clone().fill_(0.0);
         }
     }
-    let again = reference.log_probs(&mut lm, &pairs).unwrap();
+    let again = reference.log_probs(&mut lm, &pairs, false).unwrap();
     assert_eq!(
         Vec::<f64>::try_from(again.view([-1])).unwrap(),
         Vec::<f64>::try_from(frozen.view([-1])).unwrap()
