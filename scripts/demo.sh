@@ -69,7 +69,8 @@ mkdir -p "$run"
 show $loam data gettext --lang "$lang" "${locale_args[@]}" --out "$run/data" --force
 
 # a few held-out English messages to translate before and after training
-mapfile -t prompts < <("$py" - "$run/data/eval.parquet" <<'EOF'
+# (into a variable first: a failure inside `< <(...)` would go unnoticed)
+prompt_lines="$("$py" - "$run/data/eval.parquet" <<'EOF'
 import sys, pyarrow.parquet as pq
 rows = pq.read_table(sys.argv[1], columns=["messages"]).column("messages").to_pylist()
 # short, different messages: the first user turn of rows spread over the split
@@ -77,7 +78,8 @@ picks = [r for r in rows if len(r[0]["content"]) < 90][::max(1, len(rows) // 40)
 for r in picks:
     print(r[0]["content"].replace("\n", "\\n"))
 EOF
-)
+)"
+mapfile -t prompts <<< "$prompt_lines"
 prompt_args=()
 for p in "${prompts[@]}"; do prompt_args+=(--prompt "$(printf '%b' "$p")"); done
 
