@@ -11,10 +11,17 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `loam --version`: the version, and which collective backends were built in.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ndata parallel (c10d): ",
+    env!("LOAM_C10D_BACKENDS")
+);
+
 #[derive(Parser)]
 #[command(
     name = "loam",
-    version,
+    version = VERSION,
     about = "LoRA fine-tuning for open language models: train, eval, merge, export"
 )]
 struct Cli {
