@@ -27,6 +27,47 @@ use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 use watchdog::{key, Watchdog};
 
+/// The device a rank computes on: `auto` and `cuda` mean this rank's own GPU (LOCAL_RANK)
+/// when there are peers; anything else is taken as written.
+pub fn rank_device(spec: &str, world: &World) -> Result<Device> {
+    let device = crate::runtime::parse_device(spec)?;
+    Ok(match device {
+        Device::Cuda(_) if !world.is_single() && (spec == "auto" || spec == "cuda") => {
+            crate::runtime::parse_device(&format!("cuda:{}", world.local_rank))?
+        }
+        d => d,
+    })
+}
+
+/// A checkpoint written by `saved = (processes, grad_accum)` resumed by `now`. The data
+/// stream does not depend on the world size, so a resume on another number of processes
+/// continues the same micro-batches, as long as one step still takes as many of them
+/// (world × grad_accum); then the adapter equals the uninterrupted run's up to the order
+/// the all-reduce adds in (bit-identical with the same world size).
+pub fn check_resume_world(saved: (usize, usize), now: (usize, usize)) -> Result<()> {
+    let ((w0, a0), (w1, a1)) = (saved, now);
+    if w0 == 0 || saved == now {
+        return Ok(()); // 0: a checkpoint from before data-parallel training: no record
+    }
+    if w0 * a0 != w1 * a1 {
+        let fits = if (w0 * a0) % w1 == 0 {
+            format!("--set train.grad_accum={}", w0 * a0 / w1)
+        } else {
+            format!("a world size that divides {}", w0 * a0)
+        };
+        bail!(
+            "the checkpoint was written by {w0} process(es) × grad_accum {a0} = {} micro-batches per step;              this run has {w1} × {a1} = {}. Resume with {fits} to keep the batch, or start a new output.dir",
+            w0 * a0,
+            w1 * a1
+        );
+    }
+    tracing::warn!(
+        "resuming a {w0}-process run on {w1} process(es): the same micro-batches per step ({});          results equal the uninterrupted run's up to float rounding",
+        w1 * a1
+    );
+    Ok(())
+}
+
 /// Seconds from an environment variable, or a default.
 fn seconds(name: &str, default: u64) -> Result<Duration> {
     match std::env::var(name) {
@@ -346,6 +387,15 @@ impl Replicas {
         Ok(())
     }
 
+    /// The end of one step's backward on every rank: sums the flat gradient buffer and each
+    /// rank's summed NLL, and whether any rank was asked to stop (Ctrl-C), so every rank
+    /// takes the same decision.
+    pub fn reduce_step(&self, grads: &Tensor, nll: f64, stop: bool) -> Result<(f64, bool)> {
+        self.all_reduce_sum(grads, "the gradient all-reduce")?;
+        let sums = self.sum_f64(&[nll, f64::from(u8::from(stop))], "the loss all-reduce")?;
+        Ok((sums[0], sums[1] > 0.0))
+    }
+
     /// Sums f64 values over the ranks.
     pub fn sum_f64(&self, values: &[f64], what: &str) -> Result<Vec<f64>> {
         if self.live.is_none() {
@@ -441,6 +491,27 @@ mod tests {
             .into_iter()
             .map(|h| h.join().unwrap().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_resume_on_another_world_size_must_keep_the_step() {
+        assert!(
+            check_resume_world((0, 0), (4, 1)).is_ok(),
+            "an old checkpoint"
+        );
+        assert!(check_resume_world((2, 2), (2, 2)).is_ok());
+        assert!(
+            check_resume_world((2, 2), (4, 1)).is_ok(),
+            "a documented re-shard"
+        );
+        let err = check_resume_world((2, 2), (2, 1)).unwrap_err().to_string();
+        assert!(
+            err.contains("2 process(es) × grad_accum 2 = 4")
+                && err.contains("--set train.grad_accum=2"),
+            "{err}"
+        );
+        let err = check_resume_world((2, 2), (3, 1)).unwrap_err().to_string();
+        assert!(err.contains("a world size that divides 4"), "{err}");
     }
 
     #[test]
