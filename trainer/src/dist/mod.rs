@@ -56,13 +56,13 @@ pub fn check_resume_world(saved: (usize, usize), now: (usize, usize)) -> Result<
             format!("a world size that divides {}", w0 * a0)
         };
         bail!(
-            "the checkpoint was written by {w0} process(es) × grad_accum {a0} = {} micro-batches per step;              this run has {w1} × {a1} = {}. Resume with {fits} to keep the batch, or start a new output.dir",
+            "the checkpoint was written by {w0} process(es) × grad_accum {a0} = {} micro-batches per step; this run has {w1} × {a1} = {}. Resume with {fits} to keep the batch, or start a new output.dir",
             w0 * a0,
             w1 * a1
         );
     }
     tracing::warn!(
-        "resuming a {w0}-process run on {w1} process(es): the same micro-batches per step ({});          results equal the uninterrupted run's up to float rounding",
+        "resuming a {w0}-process run on {w1} process(es): the same micro-batches per step ({}); results equal the uninterrupted run's up to float rounding",
         w1 * a1
     );
     Ok(())
