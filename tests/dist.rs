@@ -354,3 +354,78 @@ fn only_rank_0_writes_and_a_rank_that_cannot_start_stops_the_other() {
         &["rank 1 failed before training started", "/nonexistent"],
     );
 }
+
+/// The worker of rank `rank` among the children of the torchrun agent `agent`.
+fn torchrun_worker(agent: u32, rank: usize) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{agent}/task")).ok()?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let wanted = format!("RANK={rank}");
+            if environ.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_torchrun_restart_resumes_from_the_last_checkpoint() {
+    let dir = temp_dir("dist-restart");
+    let recipe = write_recipe(&dir, "llama-gqa");
+    let every = ["--set", "train.checkpoint_every=1"];
+    let straight = dir.join("straight");
+    assert_success(&train_torchrun(2, &recipe, &straight, &every), "straight");
+
+    let run = dir.join("run");
+    let agent = Command::new(torchrun())
+        .args([
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "1",
+            "--no-python",
+        ])
+        .arg(env!("CARGO_BIN_EXE_loam"))
+        .args(["train", s(&recipe), "--out", s(&run)])
+        .args(every)
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !run.join("checkpoints/step-2").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let worker = torchrun_worker(agent.id(), 1).expect("rank 1 of the first attempt");
+    assert!(Command::new("kill")
+        .args(["-9", &worker.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let (out, _) = wait_for(agent, Duration::from_secs(300)).expect("torchrun hangs");
+    assert_success(&out, "torchrun with a restart");
+    // The agent restarted the workers, and the new rank 0 continued from a checkpoint.
+    assert_mentions(
+        &stderr(&out),
+        &["exitcode: -9", "resumed from"],
+        "torchrun's log",
+    );
+    assert_eq!(
+        std::fs::read(straight.join("adapter/adapter_model.safetensors")).unwrap(),
+        std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap(),
+        "the restarted job's adapter differs from the uninterrupted one"
+    );
+    let steps: Vec<u64> = metric_lines(&run)
+        .iter()
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=6).collect::<Vec<_>>());
+}
