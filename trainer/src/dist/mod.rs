@@ -82,6 +82,16 @@ fn seconds(name: &str, default: u64) -> Result<Duration> {
     }
 }
 
+/// One step's sums over the ranks.
+pub struct StepSums {
+    /// Summed NLL of the step's micro-batches, all ranks.
+    pub nll: f64,
+    /// Some rank was asked to stop.
+    pub stop: bool,
+    /// Seconds the gradient all-reduce took here (None for one process).
+    pub allreduce_s: Option<f64>,
+}
+
 /// The ranks of one run, as one process sees them. With a world of 1 every method is a
 /// no-op (or the identity), so a single process runs exactly as it always did.
 pub struct Replicas {
@@ -390,10 +400,16 @@ impl Replicas {
     /// The end of one step's backward on every rank: sums the flat gradient buffer and each
     /// rank's summed NLL, and whether any rank was asked to stop (Ctrl-C), so every rank
     /// takes the same decision.
-    pub fn reduce_step(&self, grads: &Tensor, nll: f64, stop: bool) -> Result<(f64, bool)> {
+    pub fn reduce_step(&self, grads: &Tensor, nll: f64, stop: bool) -> Result<StepSums> {
+        let start = Instant::now();
         self.all_reduce_sum(grads, "the gradient all-reduce")?;
+        let allreduce_s = self.live.as_ref().map(|_| start.elapsed().as_secs_f64());
         let sums = self.sum_f64(&[nll, f64::from(u8::from(stop))], "the loss all-reduce")?;
-        Ok((sums[0], sums[1] > 0.0))
+        Ok(StepSums {
+            nll: sums[0],
+            stop: sums[1] > 0.0,
+            allreduce_s,
+        })
     }
 
     /// Sums f64 values over the ranks.

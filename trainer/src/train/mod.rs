@@ -48,6 +48,9 @@ struct StepMetrics {
     elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     eval_loss: Option<f64>,
+    /// Data parallel: seconds of this step in the gradient all-reduce (rank 0's view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allreduce_s: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -235,9 +238,12 @@ fn run_replica(
             state.step,
             t.activation_checkpointing,
         )?;
-        let (nll, interrupted) =
-            replicas.reduce_step(params.grads(), nll, stop.load(Ordering::SeqCst))?;
-        let (loss, step_tokens) = (nll / share.step_tokens.max(1) as f64, share.step_tokens);
+        let sums = replicas.reduce_step(params.grads(), nll, stop.load(Ordering::SeqCst))?;
+        let interrupted = sums.stop;
+        let (loss, step_tokens) = (
+            sums.nll / share.step_tokens.max(1) as f64,
+            share.step_tokens,
+        );
         let grad_norm = optim::clip_grad_norm(&mut params, t.max_grad_norm);
         if !loss.is_finite() || !grad_norm.is_finite() {
             bail!(
@@ -282,6 +288,7 @@ fn run_replica(
             tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
             elapsed_s: state.elapsed_s,
             eval_loss,
+            allreduce_s: sums.allreduce_s,
         };
         writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
         bar.set_position(state.step);
