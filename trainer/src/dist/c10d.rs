@@ -187,9 +187,7 @@ impl Store {
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         let key = c_string(key)?;
         // SAFETY: live handle, valid key and byte slice for the call's duration.
-        return check(unsafe {
-            loam_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len())
-        });
+        check(unsafe { loam_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len()) })
     }
 
     /// The value of `key`, waiting for it up to the store's timeout.
@@ -357,7 +355,7 @@ impl Work {
     /// Waits for the collective; a failed or timed-out one is an error.
     pub fn wait(self) -> Result<()> {
         // SAFETY: live handle; Drop frees it.
-        return check(unsafe { loam_work_wait(self.raw) });
+        check(unsafe { loam_work_wait(self.raw) })
     }
 }
 
