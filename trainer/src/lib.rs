@@ -7,11 +7,13 @@
 //!   loss, checkpoints and plot; `recipe`: the TOML that describes a run
 //! - `eval/`: held-out loss and perplexity; `generate`: text generation with a KV cache
 //! - `export/`: merged model directories and their model card; `gguf/`: GGUF import and export
+//! - `dist/`: data-parallel training over libtorch's c10d (torchrun, Slurm)
 //! - `runtime`: devices, dtypes, memory, libtorch failures; `fsutil`: atomic outputs
 //! - `cli`: the `loam` command line, a thin layer over the above
 
 pub mod adapter;
 pub mod cli;
+pub mod dist;
 pub mod eval;
 pub mod export;
 pub mod fsutil;

@@ -11,10 +11,17 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `loam --version`: the version, and which collective backends were built in.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ndata parallel (c10d): ",
+    env!("LOAM_C10D_BACKENDS")
+);
+
 #[derive(Parser)]
 #[command(
     name = "loam",
-    version,
+    version = VERSION,
     about = "LoRA fine-tuning for open language models: train, eval, merge, export"
 )]
 struct Cli {
@@ -91,8 +98,15 @@ impl ModelArgs {
 
 /// `RUST_LOG` filters; by default loam's own info messages and everyone's warnings, on stderr.
 fn init_logging() {
+    // In a data-parallel run the ranks other than 0 log warnings only.
+    let rank = crate::dist::World::from_env().map_or(0, |w| w.rank);
+    let default = if rank == 0 {
+        "warn,loam=info,loam_data=info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,loam=info,loam_data=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -50,7 +50,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             stop_after: args.stop_after,
         },
     )?;
-    if !s.finished {
+    // Only rank 0 of a data-parallel run reports and writes the summary.
+    if !s.finished || !s.writer {
         return Ok(());
     }
     let evals = match (s.eval_loss_before, s.eval_loss_after) {

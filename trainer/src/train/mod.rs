@@ -4,7 +4,9 @@
 //! clip, AdamW, log, eval, checkpoint } → adapter/ + summary.
 //!
 //! Beside it: `optim` (AdamW, schedules, clipping), `loss` (chunked next-token
-//! cross-entropy), `checkpoint` (save / resume), `plot` (the loss curve).
+//! cross-entropy), `checkpoint` (save / resume), `plot` (the loss curve). Under torchrun or
+//! Slurm the same recipe runs on every rank: `crate::dist` hands each rank its micro-batches
+//! and sums the gradients; only rank 0 (`replicas.is_writer()`) writes files.
 
 pub mod checkpoint;
 pub mod loss;
@@ -15,6 +17,7 @@ use self::checkpoint::TrainState;
 use self::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use self::optim::{AdamW, TrainableParams};
 use crate::adapter::{self, AdapterConfig};
+use crate::dist::{self, Replicas};
 use crate::eval;
 use crate::model::{self, CausalLm, Positions};
 use crate::recipe::Recipe;
@@ -45,6 +48,9 @@ struct StepMetrics {
     elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     eval_loss: Option<f64>,
+    /// Data parallel: seconds of this step in the gradient all-reduce (rank 0's view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allreduce_s: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -58,6 +64,9 @@ pub struct Summary {
     pub eval_loss_after: Option<f64>,
     /// False when the run stopped early (`--stop-after`) and waits for `--resume`.
     pub finished: bool,
+    /// This process writes the run's files (rank 0, or the only process).
+    #[serde(skip)]
+    pub writer: bool,
 }
 
 /// How one invocation of `loam train` runs.
@@ -71,28 +80,47 @@ pub struct RunControl {
     pub stop_after: Option<u64>,
 }
 
+/// Trains on this process, and on its peers when a launcher started several (see `dist`).
 pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
+    let world = dist::World::from_env()?;
+    let device = dist::rank_device(&recipe.model.device, &world)?;
+    let mut replicas = Replicas::join(world, device)?;
+    let result = run_replica(recipe, control, &mut replicas, device);
+    replicas.finish(result)
+}
+
+fn run_replica(
+    recipe: Recipe,
+    control: RunControl,
+    replicas: &mut Replicas,
+    device: tch::Device,
+) -> Result<Summary> {
     let RunControl {
         resume,
         stop,
         stop_after,
     } = control;
+    // A job torchrun restarted (--max-restarts) continues from the last checkpoint.
+    let resume = resume || replicas.world.restart > 0;
+    let writer = replicas.is_writer();
     // ── setup ──────────────────────────────────────────────────────────────────────────
     let out_dir = PathBuf::from(&recipe.output.dir);
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create output dir {}", out_dir.display()))?;
-    let latest = checkpoint::latest(&out_dir)?;
-    if !resume && latest.is_some() {
-        bail!(
-            "{} already holds checkpoints of a run; add --resume to continue it, or choose another output.dir",
-            out_dir.display()
-        );
+    let mut latest = None;
+    if writer {
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("cannot create output dir {}", out_dir.display()))?;
+        latest = checkpoint::latest(&out_dir)?;
+        if !resume && latest.is_some() {
+            bail!(
+                "{} already holds checkpoints of a run; add --resume to continue it, or choose another output.dir",
+                out_dir.display()
+            );
+        }
+        std::fs::write(
+            out_dir.join("recipe.toml"),
+            toml::to_string_pretty(&recipe)?,
+        )?;
     }
-    std::fs::write(
-        out_dir.join("recipe.toml"),
-        toml::to_string_pretty(&recipe)?,
-    )?;
-    let device = runtime::parse_device(&recipe.model.device)?;
     let kind = runtime::parse_dtype(&recipe.model.dtype)?;
     let t = &recipe.train;
     tch::manual_seed(t.seed as i64);
@@ -106,8 +134,12 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     if let Some(epochs) = t.epochs {
         stream = stream.with_epochs(epochs.ceil() as u32);
     }
+    // One step takes `world × grad_accum` micro-batches of the one stream (see dist::feed).
+    let step_micro_batches = replicas.world.size * t.grad_accum;
     let total_steps = match t.steps {
         Some(steps) => steps,
+        // Counting reads all the data: rank 0 does, and tells the others below.
+        None if !writer => 0,
         None => {
             let per_epoch = BatchStream::count_batches(
                 &recipe.data,
@@ -118,10 +150,9 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
                 shared(&encoder),
             )?;
             let micro = (per_epoch as f64 * t.epochs.unwrap_or(1.0)).ceil() as u64;
-            micro.div_ceil(t.grad_accum as u64).max(1)
+            micro.div_ceil(step_micro_batches as u64).max(1)
         }
     };
-    let warmup = optim::warmup_steps(t.warmup, total_steps);
 
     // ── model + adapter ────────────────────────────────────────────────────────────────
     let mut lm = model::load(&model_dir, kind, device)?;
@@ -142,45 +173,77 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     let mut state = TrainState::default();
     if let Some(ckpt) = &latest {
         state = checkpoint::restore(ckpt, &mut lm, &mut opt, &mut stream)?;
+        dist::check_resume_world(
+            (state.world, state.grad_accum),
+            (replicas.world.size, t.grad_accum),
+        )?;
         tracing::info!("resumed from {} (step {})", ckpt.display(), state.step);
     }
-    let mut metrics = metrics_file(&out_dir, state.step)?;
+    (state.world, state.grad_accum) = (replicas.world.size, t.grad_accum);
+    let mut metrics: Box<dyn Write> = if writer {
+        Box::new(metrics_file(&out_dir, state.step)?)
+    } else {
+        Box::new(std::io::sink())
+    };
+    // Every rank is set up: the first collective. Rank 0's adapter, optimizer state and
+    // counters (fresh or resumed) become every rank's.
+    replicas.ready()?;
+    let mut counters = [state.step as i64, opt.step as i64, total_steps as i64];
+    replicas.broadcast_i64(&mut counters, "the run's counters")?;
+    (state.step, opt.step) = (counters[0] as u64, counters[1] as u64);
+    let total_steps = counters[2] as u64;
+    replicas.broadcast_all(
+        &[params.values(), &opt.exp_avg, &opt.exp_avg_sq],
+        "the adapter and optimizer state",
+    )?;
+    let warmup = optim::warmup_steps(t.warmup, total_steps);
 
     let eval_examples = || -> Result<_> {
         let examples = BatchStream::eval_examples(&recipe.data, shared(&encoder))?;
         Ok(examples.map(|e| e.map_err(anyhow::Error::from)))
     };
     let has_eval = BatchStream::has_eval(&recipe.data);
+    let evaluate = |lm: &CausalLm| -> Result<f64> {
+        Ok(eval::evaluate_across(replicas, lm, eval_examples()?, recipe.data.seq_len)?.loss)
+    };
     if state.step == 0 && has_eval {
-        state.eval_before =
-            Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss);
+        state.eval_before = Some(evaluate(&lm)?);
     }
 
     // ── the loop ───────────────────────────────────────────────────────────────────────
     let stop_at = stop_after.map(|n| state.step + n);
-    let bar = progress_bar(total_steps, state.step);
+    let bar = progress_bar(total_steps, state.step, writer);
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
     while state.step < total_steps {
         let step_start = Instant::now();
-        let mut micro_batches = Vec::with_capacity(t.grad_accum);
-        for _ in 0..t.grad_accum {
-            match stream.next_batch(t.micro_batch)? {
-                Some(batch) => micro_batches.push(batch),
-                None => break,
-            }
-        }
-        if micro_batches.is_empty() {
+        replicas.at_step(state.step);
+        let feed = dist::feed::next_step(
+            replicas,
+            &mut stream,
+            t.micro_batch,
+            t.grad_accum,
+            trained_targets,
+        )?;
+        let Some(share) = feed else {
             tracing::info!("the data is exhausted after {} steps", state.step);
             break;
-        }
-        let (loss, step_tokens) = accumulate_gradients(
+        };
+        let nll = accumulate_share(
             &lm,
-            &micro_batches,
+            &share.batches,
+            share.first_micro,
+            share.step_tokens,
             t.seed,
             state.step,
             t.activation_checkpointing,
         )?;
+        let sums = replicas.reduce_step(params.grads(), nll, stop.load(Ordering::SeqCst))?;
+        let interrupted = sums.stop;
+        let (loss, step_tokens) = (
+            sums.nll / share.step_tokens.max(1) as f64,
+            share.step_tokens,
+        );
         let grad_norm = optim::clip_grad_norm(&mut params, t.max_grad_norm);
         if !loss.is_finite() || !grad_norm.is_finite() {
             bail!(
@@ -193,7 +256,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         let lr = optim::learning_rate(t.schedule, t.lr, state.step, total_steps, warmup);
         opt.update(&mut params, lr);
         params.zero_grads();
-        if state.losses.len() >= 20 {
+        if writer && state.losses.len() >= 20 {
             let recent = state.losses[state.losses.len() - 20..].iter().sum::<f64>() / 20.0;
             if loss > 2.0 * recent {
                 tracing::warn!(
@@ -212,7 +275,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             && t.eval_every > 0
             && (state.step % t.eval_every == 0 || state.step == total_steps)
         {
-            let loss = eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss;
+            let loss = evaluate(&lm)?;
             state.evals.push((state.step, loss));
             eval_loss = Some(loss);
         }
@@ -225,6 +288,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
             elapsed_s: state.elapsed_s,
             eval_loss,
+            allreduce_s: sums.allreduce_s,
         };
         writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
         bar.set_position(state.step);
@@ -233,10 +297,11 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             line.tokens_per_s
         ));
 
-        let interrupted = stop.load(Ordering::SeqCst);
         let pause = stop_at == Some(state.step) && state.step < total_steps;
-        if (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0) || interrupted || pause
-        {
+        let checkpoint_due = (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0)
+            || interrupted
+            || pause;
+        if writer && checkpoint_due {
             checkpoint::save(
                 &out_dir,
                 &mut lm,
@@ -262,28 +327,27 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
                 eval_loss_before: None,
                 eval_loss_after: None,
                 finished: false,
+                writer,
             });
         }
     }
     bar.finish_and_clear();
 
     // ── save ───────────────────────────────────────────────────────────────────────────
-    let eval_loss_after = if has_eval {
-        Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss)
-    } else {
-        None
-    };
-    checkpoint::save(
-        &out_dir,
-        &mut lm,
-        &adapter_cfg,
-        &opt,
-        &stream,
-        &state,
-        t.keep_checkpoints,
-    )?;
-    adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
-    plot::loss_curve(&out_dir.join("loss.png"), &state.losses, &state.evals)?;
+    let eval_loss_after = if has_eval { Some(evaluate(&lm)?) } else { None };
+    if writer {
+        checkpoint::save(
+            &out_dir,
+            &mut lm,
+            &adapter_cfg,
+            &opt,
+            &stream,
+            &state,
+            t.keep_checkpoints,
+        )?;
+        adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
+        plot::loss_curve(&out_dir.join("loss.png"), &state.losses, &state.evals)?;
+    }
     Ok(Summary {
         out_dir,
         steps: state.step,
@@ -292,6 +356,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         eval_loss_before: state.eval_before,
         eval_loss_after,
         finished: true,
+        writer,
     })
 }
 
@@ -362,17 +427,33 @@ pub fn accumulate_gradients(
     checkpointing: bool,
 ) -> Result<(f64, i64)> {
     let step_tokens: i64 = micro_batches.iter().map(trained_targets).sum();
+    let nll = accumulate_share(lm, micro_batches, 0, step_tokens, seed, step, checkpointing)?;
+    Ok((nll / step_tokens.max(1) as f64, step_tokens))
+}
+
+/// This rank's part of [`accumulate_gradients`]: its micro-batches, the first being number
+/// `first_micro` of the step (dropout seeds follow the step's numbering, whatever the world
+/// size), each loss scaled by the whole step's `step_tokens`. Returns the summed NLL.
+pub fn accumulate_share(
+    lm: &CausalLm,
+    micro_batches: &[Batch],
+    first_micro: u64,
+    step_tokens: i64,
+    seed: u64,
+    step: u64,
+    checkpointing: bool,
+) -> Result<f64> {
     let mut nll = 0.0;
     for (micro, batch) in micro_batches.iter().enumerate() {
         nll += forward_backward(
             lm,
             batch,
             step_tokens,
-            dropout_seed(seed, step, micro as u64),
+            dropout_seed(seed, step, first_micro + micro as u64),
             checkpointing,
         )?;
     }
-    Ok((nll / step_tokens.max(1) as f64, step_tokens))
+    Ok(nll)
 }
 
 /// Targets that carry loss: label t+1 of each row, excluding each document's first token
@@ -494,7 +575,10 @@ fn metrics_file(out_dir: &Path, step: u64) -> Result<std::fs::File> {
     Ok(file)
 }
 
-fn progress_bar(total: u64, at: u64) -> ProgressBar {
+fn progress_bar(total: u64, at: u64, shown: bool) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("train {bar:30} step {pos}/{len}  {msg}  eta {eta}")
