@@ -5,6 +5,7 @@
 //! directly) and `tch::Cuda::is_available()` would always be false.
 //!
 //! It also compiles loam's C++ shims (`csrc/`, one file per idea) against the wheel's headers:
+//! `autograd_bridge.cpp`, differentiable operations whose backward is Rust (`crate::autograd`);
 //! `c10d_shim.cpp`, the C ABI over libtorch's c10d (TCPStore, ProcessGroupGloo, and
 //! ProcessGroupNCCL when their headers are found; `loam --version` names what was built).
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ fn main() {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    compile_cpp("autograd_bridge", &torch, &[], &[]);
     build_c10d_shim(&torch, &lib_dir, has_cuda);
 }
 

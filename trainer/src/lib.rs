@@ -8,10 +8,12 @@
 //! - `eval/`: held-out loss and perplexity; `generate`: text generation with a KV cache
 //! - `export/`: merged model directories and their model card; `gguf/`: GGUF import and export
 //! - `dist/`: data-parallel training over libtorch's c10d (torchrun, Slurm)
+//! - `autograd`: differentiable operations whose backward is Rust (a small libtorch C++ bridge)
 //! - `runtime`: devices, dtypes, memory, libtorch failures; `fsutil`: atomic outputs
 //! - `cli`: the `loam` command line, a thin layer over the above
 
 pub mod adapter;
+pub mod autograd;
 pub mod cli;
 pub mod dist;
 pub mod eval;
