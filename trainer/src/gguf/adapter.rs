@@ -121,8 +121,16 @@ pub fn export_adapter(
     w.add_metadata("adapter.type", "lora")?;
     w.add_metadata("adapter.lora.alpha", alpha)?;
     for p in &pairs {
-        w.add_tensor(&format!("{}.lora_a", p.gguf), &shape_to_ne(&p.a_shape), GgmlType::F32)?;
-        w.add_tensor(&format!("{}.lora_b", p.gguf), &shape_to_ne(&p.b_shape), GgmlType::F32)?;
+        w.add_tensor(
+            &format!("{}.lora_a", p.gguf),
+            &shape_to_ne(&p.a_shape),
+            GgmlType::F32,
+        )?;
+        w.add_tensor(
+            &format!("{}.lora_b", p.gguf),
+            &shape_to_ne(&p.b_shape),
+            GgmlType::F32,
+        )?;
     }
     let mut data = w.start_data()?;
     for p in &pairs {
@@ -132,7 +140,10 @@ pub fn export_adapter(
     let gguf = data.finish()?;
     if let (Some(path), Some(base)) = (&modelfile, base_gguf) {
         let vocab = Vocab::from_hf_dir(model_dir, spec.vocab_size as usize)?;
-        let adapter = format!("./{}", out.file_name().unwrap_or_default().to_string_lossy());
+        let adapter = format!(
+            "./{}",
+            out.file_name().unwrap_or_default().to_string_lossy()
+        );
         write_modelfile(path, &base.display().to_string(), Some(&adapter), &vocab)?;
     }
     Ok(ExportedAdapter {

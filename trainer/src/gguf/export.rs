@@ -110,7 +110,10 @@ pub fn export(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> Result
     }
     weights.ensure_all_used()?;
     let gguf = data.finish()?;
-    let from = format!("./{}", out.file_name().unwrap_or_default().to_string_lossy());
+    let from = format!(
+        "./{}",
+        out.file_name().unwrap_or_default().to_string_lossy()
+    );
     write_modelfile(&modelfile, &from, None, &vocab)?;
     Ok(Exported {
         gguf,

@@ -113,9 +113,7 @@ impl Family {
 
     /// The `tokenizers` pre-tokenizer llama.cpp's regexes for this family stand for.
     pub fn pre_tokenizer(&self) -> Json {
-        let byte_level = |use_regex: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-        };
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
         match self.split {
             Split::Gpt2 => byte_level(true),
             Split::DigitsThenGpt2 => json!({"type": "Sequence", "pretokenizers": [
@@ -175,7 +173,9 @@ pub fn detect(tokenizer_json: &Json, path: &Path) -> Result<Detected> {
         }
         if reference_ids(&with_family(tokenizer_json, family)?)? == reference {
             let name = match known {
-                Some((_, name, _)) if Family::by_name(name).map(|f| f.name) == Some(family.name) => {
+                Some((_, name, _))
+                    if Family::by_name(name).map(|f| f.name) == Some(family.name) =>
+                {
                     name.to_string()
                 }
                 _ => family.name.to_string(),
@@ -198,8 +198,15 @@ pub fn detect(tokenizer_json: &Json, path: &Path) -> Result<Detected> {
         path.display(),
         summarize(pre),
         summarize(&tokenizer_json["normalizer"]),
-        known.map_or(String::new(), |k| format!(", known to llama.cpp as `{}`", k.1)),
-        FAMILIES.iter().map(|f| f.name).collect::<Vec<_>>().join(", "),
+        known.map_or(String::new(), |k| format!(
+            ", known to llama.cpp as `{}`",
+            k.1
+        )),
+        FAMILIES
+            .iter()
+            .map(|f| f.name)
+            .collect::<Vec<_>>()
+            .join(", "),
         VERIFY_TEXTS.len(),
     )
 }
@@ -312,7 +319,12 @@ mod tests {
             {"type": "Split", "pattern": {"Regex": "[^\\n]+|\\n+"}, "behavior": "Isolated", "invert": false},
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]});
         let err = detect(&j, &dir).unwrap_err().to_string();
-        for needle in ["tokenizer.json", "[^\\\\n]+|\\\\n+", "gpt-2, smollm", "probe hash"] {
+        for needle in [
+            "tokenizer.json",
+            "[^\\\\n]+|\\\\n+",
+            "gpt-2, smollm",
+            "probe hash",
+        ] {
             assert!(err.contains(needle), "{needle:?} not in: {err}");
         }
     }

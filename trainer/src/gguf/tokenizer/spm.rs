@@ -45,9 +45,8 @@ pub fn space_prefix(tok: &Json, path: &Path) -> Result<SpacePrefix> {
         n => vec![n],
     };
     let is_prepend = |s: &Json| s["type"] == "Prepend" && s["prepend"] == SPACE;
-    let is_replace = |s: &Json| {
-        s["type"] == "Replace" && s["pattern"]["String"] == " " && s["content"] == SPACE
-    };
+    let is_replace =
+        |s: &Json| s["type"] == "Replace" && s["pattern"]["String"] == " " && s["content"] == SPACE;
     match (steps.as_slice(), pre) {
         ([p, r], Json::Null) | ([r, p], Json::Null) if is_prepend(p) && is_replace(r) => {
             Ok(SpacePrefix {
@@ -72,7 +71,11 @@ pub fn space_prefix(tok: &Json, path: &Path) -> Result<SpacePrefix> {
                          after every special token, so in llama.cpp a text that starts with a \
                          space, or follows a special token, gets one `▁` more than in training",
                         path.display(),
-                        if scheme == "first" { "at the start of the text only" } else { "to each piece" }
+                        if scheme == "first" {
+                            "at the start of the text only"
+                        } else {
+                            "to each piece"
+                        }
                     );
                     Ok(SpacePrefix {
                         add_space_prefix: true,
@@ -148,8 +151,10 @@ pub fn scores(
         }
         previous = Some(id);
     }
-    let merge_set: HashSet<(&str, &str)> =
-        merges.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
+    let merge_set: HashSet<(&str, &str)> = merges
+        .iter()
+        .map(|(l, r)| (l.as_str(), r.as_str()))
+        .collect();
     for (piece, &id) in &ids {
         for (cut, _) in piece.char_indices().skip(1) {
             let (l, r) = piece.split_at(cut);
@@ -173,7 +178,11 @@ pub fn scores(
 /// The merges of a `llama` vocabulary, as transformers' SentencePiece conversion builds them:
 /// every pair of normal pieces that joins to a normal piece, by that piece's score (highest
 /// first), then by the ids of the pair.
-pub fn merges_from_scores(tokens: &[String], types: &[i32], scores: &[f32]) -> Vec<(String, String)> {
+pub fn merges_from_scores(
+    tokens: &[String],
+    types: &[i32],
+    scores: &[f32],
+) -> Vec<(String, String)> {
     let normal: HashMap<&str, usize> = tokens
         .iter()
         .enumerate()
@@ -189,7 +198,11 @@ pub fn merges_from_scores(tokens: &[String], types: &[i32], scores: &[f32]) -> V
             }
         }
     }
-    found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then((a.2, a.3).cmp(&(b.2, b.3))));
+    found.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then((a.2, a.3).cmp(&(b.2, b.3)))
+    });
     found
         .into_iter()
         .map(|(_, _, l, r)| (tokens[l].clone(), tokens[r].clone()))
@@ -263,7 +276,9 @@ mod tests {
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -288,7 +303,10 @@ mod tests {
         assert!(err.to_string().contains("\"a\" and \"bc\""), "{err}");
         let split = pairs(&[("a", "b"), ("ab", "c"), ("b", "c"), ("a", "bc")]);
         let err = scores(&tokens, &all, &split, Path::new("t.json")).unwrap_err();
-        assert!(err.to_string().contains("again after other pieces"), "{err}");
+        assert!(
+            err.to_string().contains("again after other pieces"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -297,11 +315,29 @@ mod tests {
         let legacy = json!({"normalizer": {"type": "Sequence", "normalizers": [
             {"type": "Prepend", "prepend": "▁"},
             {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}, "pre_tokenizer": null});
-        assert_eq!(space_prefix(&legacy, p).unwrap(), SpacePrefix { add_space_prefix: true, exact: true });
+        assert_eq!(
+            space_prefix(&legacy, p).unwrap(),
+            SpacePrefix {
+                add_space_prefix: true,
+                exact: true
+            }
+        );
         let gemma = json!({"normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}, "pre_tokenizer": null});
-        assert_eq!(space_prefix(&gemma, p).unwrap(), SpacePrefix { add_space_prefix: false, exact: true });
+        assert_eq!(
+            space_prefix(&gemma, p).unwrap(),
+            SpacePrefix {
+                add_space_prefix: false,
+                exact: true
+            }
+        );
         let meta = json!({"normalizer": null, "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false}});
-        assert_eq!(space_prefix(&meta, p).unwrap(), SpacePrefix { add_space_prefix: true, exact: false });
+        assert_eq!(
+            space_prefix(&meta, p).unwrap(),
+            SpacePrefix {
+                add_space_prefix: true,
+                exact: false
+            }
+        );
         let odd = json!({"normalizer": {"type": "NFKC"}, "pre_tokenizer": null});
         let err = space_prefix(&odd, p).unwrap_err().to_string();
         assert!(err.contains("NFKC") && err.contains("Prepend"), "{err}");
