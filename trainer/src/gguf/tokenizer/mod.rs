@@ -160,6 +160,10 @@ impl Vocab {
     /// llama.cpp would not tokenize as the model does.
     pub fn from_hf_dir(dir: &Path, vocab_size: usize) -> Result<Vocab> {
         let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            // Its message says what to do, e.g. for a model with only a tokenizer.model.
+            loam_data::Tokenizer::from_model_dir(dir)?;
+        }
         let tok = read_json(&path)?;
         let kind = tok["model"]["type"].as_str().unwrap_or_default();
         let byte_fallback = tok["model"]["byte_fallback"].as_bool().unwrap_or(false);
