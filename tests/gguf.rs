@@ -646,7 +646,7 @@ fn smollm2_quantized_exports_run_in_llama_cpp_within_their_bounds() {
 /// (type, min top-1 agreement, min mean cosine) for SmolLM2-135M in llama.cpp.
 const QUANT_BOUNDS: &[(&str, &str, &str)] = &[
     ("q8_0", "0.90", "0.999"),
-    ("q4_1", "0.80", "0.97"),
+    ("q4_1", "0.72", "0.99"),
     ("q4_0", "0.80", "0.97"),
 ];
 
