@@ -647,7 +647,7 @@ fn smollm2_quantized_exports_run_in_llama_cpp_within_their_bounds() {
 const QUANT_BOUNDS: &[(&str, &str, &str)] = &[
     ("q8_0", "0.90", "0.999"),
     ("q4_1", "0.72", "0.99"),
-    ("q4_0", "0.80", "0.97"),
+    ("q4_0", "0.45", "0.94"),
 ];
 
 /// Trains a small adapter with loam on a tiny fixture model, then has llama.cpp compare the
