@@ -630,7 +630,7 @@ fn smollm2_quantized_exports_run_in_llama_cpp_within_their_bounds() {
     // transformers' f32 model (bounds in the README, below the measured values).
     let dir = temp_dir("smollm2-quant");
     for (ty, agreement, cosine) in QUANT_BOUNDS {
-        let file = dir.join(format!("smollm2.{ty}.gguf"));
+        let file = dir.join(ty).join(format!("smollm2.{ty}.gguf"));
         export(&model("smollm2-135m"), &file, ty);
         run_oracle(
             "check_llama_cpp.py",
