@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Check a GGUF written by `loam gguf export` with llama.cpp itself (llama-cpp-python).
 
-usage: check_llama_cpp.py FILE.gguf MODEL_DIR [--min-agreement 0.97] [--threads N]
+usage: check_llama_cpp.py FILE.gguf MODEL_DIR [--min-agreement 0.97] [--min-cosine C]
+                          [--imported DIR] [--expect-mismatch TEXT]... [--threads N]
 
 MODEL_DIR is the Hugging Face directory the GGUF was exported from. Over the oracle's
 multilingual texts (fixtures_data.py's tokenizer texts: English, Welsh, Swahili, Amharic,
@@ -13,7 +14,14 @@ Chinese, emoji, code, special tokens; plus a few longer sentences):
   - llama.cpp's next-token logits (logits_all) have the same argmax as transformers' f32
     model at >= 97% of all positions.
 
-Prints the measured agreement; exits 0 when both hold, 1 otherwise (every mismatch printed).
+  - with --min-cosine, the mean cosine similarity of the two logit vectors over all positions
+    is at least C (for quantized exports);
+  - with --imported DIR (loam's `gguf import` of FILE), transformers' tokenizer of DIR gives
+    the same ids as MODEL_DIR's on every text (llama.cpp's on a --expect-mismatch text);
+  - each --expect-mismatch TEXT (a prefix of one of the texts) names a text that llama.cpp is
+    known to tokenize differently: it is left out of the logit comparison, and must differ.
+
+Prints the measured agreement; exits 0 when all hold, 1 otherwise (every mismatch printed).
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ def main() -> int:
     ap.add_argument("gguf", type=Path)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--min-agreement", type=float, default=0.97)
+    ap.add_argument("--min-cosine", type=float, default=None)
+    ap.add_argument("--imported", type=Path, default=None)
+    ap.add_argument("--expect-mismatch", action="append", default=[])
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
 
@@ -65,9 +76,18 @@ def main() -> int:
 
     errors = []
     agree = total = 0
+    cosines = []
+    expected_mismatch = 0
+    llama_ids = {}
     for text in TEXTS:
         want = tok(text)["input_ids"]
         got = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        llama_ids[text] = got
+        if any(text.startswith(p) for p in args.expect_mismatch):
+            if got == want:
+                errors.append(f"expected llama.cpp to tokenize {text[:40]!r} differently, it did not")
+            expected_mismatch += 1
+            continue
         if got != want:
             errors.append(f"tokens differ on {text[:40]!r}:\n  llama.cpp    {got}\n  transformers {want}")
             continue
@@ -79,12 +99,30 @@ def main() -> int:
             theirs = ref(torch.tensor([want])).logits[0].numpy()
         agree += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
         total += len(want)
+        num = (ours * theirs).sum(-1)
+        den = np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1)
+        cosines.extend((num / den).tolist())
+    if args.imported is not None:
+        back = AutoTokenizer.from_pretrained(args.imported)
+        for text in TEXTS:
+            # A known llama.cpp difference is what the GGUF holds: import gives llama.cpp's ids.
+            known = any(text.startswith(p) for p in args.expect_mismatch)
+            want = llama_ids[text] if known else tok(text)["input_ids"]
+            if back(text)["input_ids"] != want:
+                errors.append(f"the imported tokenizer differs on {text[:40]!r}")
     llm.close()  # now, not in __del__ at interpreter exit (which prints a spurious error)
     rate = agree / total if total else 0.0
-    print(f"llama.cpp {llm_version()}: tokenization identical on {len(TEXTS) - len(errors)}/{len(TEXTS)} "
-          f"texts; top-1 agreement with transformers {rate:.4f} ({agree}/{total} positions)")
+    cosine = float(np.mean(cosines)) if cosines else 0.0
+    same = len(TEXTS) - expected_mismatch - sum(e.startswith("tokens differ") for e in errors)
+    print(f"llama.cpp {llm_version()}: tokenization identical on {same}/{len(TEXTS)} texts"
+          f"{f' ({expected_mismatch} known to differ)' if expected_mismatch else ''}; top-1 "
+          f"agreement with transformers {rate:.4f} ({agree}/{total} positions); mean logit "
+          f"cosine {cosine:.5f}"
+          f"{'; imported tokenizer checked' if args.imported is not None else ''}")
     if total and rate < args.min_agreement:
         errors.append(f"top-1 agreement {rate:.4f} < {args.min_agreement}")
+    if args.min_cosine is not None and cosine < args.min_cosine:
+        errors.append(f"mean cosine {cosine:.5f} < {args.min_cosine}")
     if errors:
         print("\n".join(errors))
         return 1

@@ -17,3 +17,13 @@ pub fn replace_dir(tmp: &Path, dest: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
+
+/// Creates the directory a file is about to be written into, if it is missing.
+pub fn create_parent_dir(file: &Path) -> Result<()> {
+    match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+        }
+        None => Ok(()),
+    }
+}

@@ -116,6 +116,18 @@ pub fn merge(
     })
 }
 
+/// The adapter in `adapter_dir`, checked against the base in `model_dir` as `merge` checks it:
+/// its config, and each adapted linear (by base weight name) with its f32 A, B and scale.
+pub(crate) fn read_checked_adapter(
+    model_dir: &Path,
+    adapter_dir: &Path,
+) -> Result<(AdapterConfig, BTreeMap<String, Lora>)> {
+    let cfg = adapter::read_config(adapter_dir)?;
+    let entries = list_tensors(model_dir)?;
+    let adapters = read_adapter(adapter_dir, &cfg, &entries)?;
+    Ok((cfg, adapters))
+}
+
 /// `5GB`, `500MB`, `2GiB`, `1024` (bytes), as transformers' `max_shard_size` spells them.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();

@@ -51,15 +51,7 @@ pub fn export(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> Result
         bail!("--type {ty} is not supported; use one of f32, f16, bf16, q8_0, q4_0, q4_1");
     };
     let spec = ModelSpec::from_model_dir(model_dir)?;
-    let arch = match spec.family {
-        Family::Llama | Family::Mistral => "llama",
-        Family::Qwen2 => "qwen2",
-        Family::Qwen3 => bail!(
-            "{}: {} cannot be exported to GGUF yet; loam exports Llama, Mistral and Qwen2 models",
-            model_dir.display(),
-            spec.architecture
-        ),
-    };
+    let arch = architecture(&spec, model_dir)?;
     let modelfile = out.with_file_name("Modelfile");
     for path in [out, modelfile.as_path()] {
         if path.exists() && !force {
@@ -70,6 +62,7 @@ pub fn export(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> Result
         }
     }
     let vocab = Vocab::from_hf_dir(model_dir, spec.vocab_size as usize)?;
+    crate::fsutil::create_parent_dir(out)?;
     let mut weights = Weights::open(model_dir)?;
     let plan = plan_tensors(&spec, arch, ty);
 
@@ -117,11 +110,28 @@ pub fn export(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> Result
     }
     weights.ensure_all_used()?;
     let gguf = data.finish()?;
-    write_modelfile(&modelfile, out, &vocab)?;
+    let from = format!(
+        "./{}",
+        out.file_name().unwrap_or_default().to_string_lossy()
+    );
+    write_modelfile(&modelfile, &from, None, &vocab)?;
     Ok(Exported {
         gguf,
         modelfile,
         tensors: plan.len() + rope_freqs.is_some() as usize,
+    })
+}
+
+/// llama.cpp's `general.architecture` for a model (also the base of a LoRA adapter).
+pub(super) fn architecture(spec: &ModelSpec, model_dir: &Path) -> Result<&'static str> {
+    Ok(match spec.family {
+        Family::Llama | Family::Mistral => "llama",
+        Family::Qwen2 => "qwen2",
+        Family::Qwen3 => bail!(
+            "{}: {} cannot be exported to GGUF yet; loam exports Llama, Mistral and Qwen2 models",
+            model_dir.display(),
+            spec.architecture
+        ),
     })
 }
 
@@ -272,13 +282,21 @@ fn model_name(dir: &Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
-/// An Ollama Modelfile: `ollama create NAME -f Modelfile` next to the GGUF.
-fn write_modelfile(path: &Path, gguf: &Path, vocab: &Vocab) -> Result<()> {
-    let file = gguf.file_name().unwrap_or_default().to_string_lossy();
+/// An Ollama Modelfile: `ollama create NAME -f Modelfile` next to the GGUF. `from` is the
+/// model GGUF; `adapter`, a LoRA GGUF applied on top of it (Ollama's `ADAPTER` line).
+pub(super) fn write_modelfile(
+    path: &Path,
+    from: &str,
+    adapter: Option<&str>,
+    vocab: &Vocab,
+) -> Result<()> {
     let mut text = format!(
-        "# Ollama Modelfile written by loam. Use: ollama create NAME -f {}\nFROM ./{file}\n",
+        "# Ollama Modelfile written by loam. Use: ollama create NAME -f {}\nFROM {from}\n",
         path.file_name().unwrap_or_default().to_string_lossy()
     );
+    if let Some(adapter) = adapter {
+        text += &format!("ADAPTER {adapter}\n");
+    }
     let jinja = vocab.chat_template.as_deref().unwrap_or("");
     let mut stops: Vec<String> = Vec::new();
     if jinja.contains("<|im_start|>") {
