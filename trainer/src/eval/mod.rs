@@ -1,12 +1,23 @@
-//! Held-out loss and perplexity, as DESIGN's `loam eval` contract defines them: each row on
-//! its own (never packed), truncated to `seq_len`; loss = summed NLL over loss-bearing
-//! tokens / their count.
+//! Held-out loss, perplexity and bits per byte, as DESIGN's `loam eval` contract defines
+//! them: each row on its own (never packed), truncated to `seq_len`; loss = summed NLL over
+//! loss-bearing tokens / their count; bits per byte = the same summed NLL in bits over the
+//! UTF-8 bytes of the text those tokens stand for ([`loam_data::trained_text`]), which
+//! compares models whatever their tokenizers.
+//!
+//! Beside it: `generation` (answers to the rows' prompts, scored with `chrf` (chrF++) and
+//! `bleu`, sacrebleu's definitions in Rust).
+
+pub mod bleu;
+pub mod chrf;
+pub mod generation;
+mod pystr;
 
 use crate::model::{CausalLm, Positions};
 use crate::train::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use loam_data::Example;
+use loam_data::encode::Encoder;
+use loam_data::{EncodeOptions, Example, Sample, TextSize};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
@@ -17,22 +28,69 @@ pub struct EvalResult {
     /// Predicted (loss-bearing) tokens.
     pub tokens: i64,
     pub rows: usize,
+    /// Summed NLL in bits / `bytes` (NaN, written `null`, when the text is unknown).
+    pub bits_per_byte: f64,
+    /// UTF-8 bytes of the trained text of the evaluated rows.
+    pub bytes: u64,
+    pub bits_per_char: f64,
+    /// Unicode code points of the same text.
+    pub chars: u64,
+    /// With `--generate`: chrF++, BLEU and exact match of the answers.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<generation::Scores>,
 }
 
-/// Evaluates `examples` one row at a time. `total_rows` (when known) sizes the progress bar.
+/// A row to score: its tokens and labels, and the size of the text behind its trained
+/// tokens (within the kept tokens when it is cut).
+pub struct EvalExample {
+    pub example: Example,
+    pub text: TextSize,
+}
+
+/// Encodes a sample for eval, with the trained text's size for a row cut to `seq_len`.
+pub fn encode_for_eval(
+    encoder: &Encoder,
+    sample: &Sample,
+    opts: &EncodeOptions,
+    seq_len: usize,
+) -> Result<EvalExample> {
+    let example = encoder.encode_with(sample, opts)?;
+    let kept = (example.input_ids.len() > seq_len).then_some(seq_len);
+    let text = encoder.trained_text_size(sample, opts, kept)?;
+    Ok(EvalExample { example, text })
+}
+
+/// Evaluates `examples` one row at a time, without the text sizes (bits per byte unknown).
 pub fn evaluate(
     model: &CausalLm,
     examples: impl Iterator<Item = Result<Example>>,
     seq_len: usize,
     total_rows: Option<u64>,
 ) -> Result<EvalResult> {
+    let rows = examples.map(|e| {
+        e.map(|example| EvalExample {
+            example,
+            text: TextSize::default(),
+        })
+    });
+    evaluate_rows(model, rows, seq_len, total_rows)
+}
+
+/// Evaluates rows one at a time. `total_rows` (when known) sizes the progress bar.
+pub fn evaluate_rows(
+    model: &CausalLm,
+    rows: impl Iterator<Item = Result<EvalExample>>,
+    seq_len: usize,
+    total_rows: Option<u64>,
+) -> Result<EvalResult> {
     let _no_grad = tch::no_grad_guard();
     let bar = progress_bar(total_rows);
-    let (mut nll, mut tokens, mut rows) = (0f64, 0i64, 0usize);
-    for example in examples {
-        let example = example?;
+    let (mut nll, mut tokens, mut count) = (0f64, 0i64, 0usize);
+    let mut text = TextSize::default();
+    for row in rows {
+        let EvalExample { example, text: size } = row?;
         let n = example.input_ids.len().min(seq_len);
-        rows += 1;
+        count += 1;
         bar.inc(1);
         if n < 2 {
             continue;
@@ -48,9 +106,11 @@ pub fn evaluate(
             &input_ids,
             &Positions::contiguous(1, n as i64, model.device),
         );
-        let (sum, count) = next_token_nll_sum(&hidden, &model.lm_head, &labels, DEFAULT_CHUNK);
+        let (sum, predicted) =
+            next_token_nll_sum(&hidden, &model.lm_head, &labels, DEFAULT_CHUNK);
         nll += sum.to_kind(Kind::Double).double_value(&[]);
-        tokens += count;
+        tokens += predicted;
+        text.add(size);
         bar.set_message(format!("loss {:.4}", nll / tokens.max(1) as f64));
     }
     bar.finish_and_clear();
@@ -59,11 +119,18 @@ pub fn evaluate(
     } else {
         f64::NAN
     };
+    let bits = nll / std::f64::consts::LN_2;
+    let per = |n: u64| if n > 0 { bits / n as f64 } else { f64::NAN };
     Ok(EvalResult {
         loss,
         perplexity: loss.exp(),
         tokens,
-        rows,
+        rows: count,
+        bits_per_byte: per(text.bytes),
+        bytes: text.bytes,
+        bits_per_char: per(text.chars),
+        chars: text.chars,
+        generation: None,
     })
 }
 

@@ -26,6 +26,9 @@ pub struct TrainState {
     #[serde(default)]
     pub evals: Vec<(u64, f64)>,
     pub eval_before: Option<f64>,
+    /// The held-out eval before the first step, all of it (bits per byte, chrF++, BLEU).
+    #[serde(default)]
+    pub held_out_before: Option<crate::train::held_out::HeldOutScores>,
 }
 
 #[derive(Serialize, Deserialize)]

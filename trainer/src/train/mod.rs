@@ -4,18 +4,20 @@
 //! clip, AdamW, log, eval, checkpoint } → adapter/ + summary.
 //!
 //! Beside it: `optim` (AdamW, schedules, clipping), `loss` (chunked next-token
-//! cross-entropy), `checkpoint` (save / resume), `plot` (the loss curve).
+//! cross-entropy), `checkpoint` (save / resume), `held_out` (the evals), `plot` (the
+//! training plot).
 
 pub mod checkpoint;
+pub mod held_out;
 pub mod loss;
 pub mod optim;
 pub mod plot;
 
 use self::checkpoint::TrainState;
+use self::held_out::{HeldOut, HeldOutScores};
 use self::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use self::optim::{AdamW, TrainableParams};
 use crate::adapter::{self, AdapterConfig};
-use crate::eval;
 use crate::model::{self, CausalLm, Positions};
 use crate::recipe::Recipe;
 use crate::{hub, runtime};
@@ -45,6 +47,12 @@ struct StepMetrics {
     elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     eval_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_bits_per_byte: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_chrf: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_bleu: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -56,6 +64,10 @@ pub struct Summary {
     /// Held-out loss before the first step and after the last (when there is an eval split).
     pub eval_loss_before: Option<f64>,
     pub eval_loss_after: Option<f64>,
+    /// Everything the held-out evals before and after measured (bits per byte; chrF++ and
+    /// BLEU with `train.eval_generate`).
+    pub eval_before: Option<HeldOutScores>,
+    pub eval_after: Option<HeldOutScores>,
     /// False when the run stopped early (`--stop-after`) and waits for `--resume`.
     pub finished: bool,
 }
@@ -146,14 +158,12 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     }
     let mut metrics = metrics_file(&out_dir, state.step)?;
 
-    let eval_examples = || -> Result<_> {
-        let examples = BatchStream::eval_examples(&recipe.data, shared(&encoder))?;
-        Ok(examples.map(|e| e.map_err(anyhow::Error::from)))
-    };
+    let held_out = HeldOut::new(&recipe, encoder.clone());
     let has_eval = BatchStream::has_eval(&recipe.data);
     if state.step == 0 && has_eval {
-        state.eval_before =
-            Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss);
+        let scores = HeldOutScores::from(&held_out.evaluate(&lm)?);
+        state.eval_before = Some(scores.loss);
+        state.held_out_before = Some(scores);
     }
 
     // ── the loop ───────────────────────────────────────────────────────────────────────
@@ -161,6 +171,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     let bar = progress_bar(total_steps, state.step);
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
+    let mut last_eval = None;
     while state.step < total_steps {
         let step_start = Instant::now();
         let mut micro_batches = Vec::with_capacity(t.grad_accum);
@@ -207,14 +218,15 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         state.losses.push(loss);
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
 
-        let mut eval_loss = None;
+        let mut eval = None;
         if has_eval
             && t.eval_every > 0
             && (state.step % t.eval_every == 0 || state.step == total_steps)
         {
-            let loss = eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss;
-            state.evals.push((state.step, loss));
-            eval_loss = Some(loss);
+            let scores = HeldOutScores::from(&held_out.evaluate(&lm)?);
+            state.evals.push((state.step, scores.loss));
+            last_eval = Some((state.step, scores));
+            eval = Some(scores);
         }
         let line = StepMetrics {
             step: state.step,
@@ -224,7 +236,10 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             tokens: step_tokens,
             tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
             elapsed_s: state.elapsed_s,
-            eval_loss,
+            eval_loss: eval.map(|e| e.loss),
+            eval_bits_per_byte: eval.map(|e| e.bits_per_byte),
+            eval_chrf: eval.and_then(|e| e.chrf),
+            eval_bleu: eval.and_then(|e| e.bleu),
         };
         writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
         bar.set_position(state.step);
@@ -261,6 +276,8 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
                 wall_s: state.elapsed_s,
                 eval_loss_before: None,
                 eval_loss_after: None,
+                eval_before: None,
+                eval_after: None,
                 finished: false,
             });
         }
@@ -268,11 +285,13 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     bar.finish_and_clear();
 
     // ── save ───────────────────────────────────────────────────────────────────────────
-    let eval_loss_after = if has_eval {
-        Some(eval::evaluate(&lm, eval_examples()?, recipe.data.seq_len, None)?.loss)
-    } else {
-        None
+    // The last step's eval, when it had one, is the eval after training.
+    let eval_after = match last_eval {
+        Some((step, scores)) if step == state.step => Some(scores),
+        _ if has_eval => Some(HeldOutScores::from(&held_out.evaluate(&lm)?)),
+        _ => None,
     };
+    let eval_loss_after = eval_after.map(|e| e.loss);
     checkpoint::save(
         &out_dir,
         &mut lm,
@@ -283,7 +302,8 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         t.keep_checkpoints,
     )?;
     adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
-    plot::loss_curve(&out_dir.join("loss.png"), &state.losses, &state.evals)?;
+    let curves = plot::Curves::of_run(&out_dir, state.held_out_before.as_ref())?;
+    plot::write_training_plot(&out_dir, &curves)?;
     Ok(Summary {
         out_dir,
         steps: state.step,
@@ -291,6 +311,8 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         wall_s: state.elapsed_s,
         eval_loss_before: state.eval_before,
         eval_loss_after,
+        eval_before: state.held_out_before,
+        eval_after,
         finished: true,
     })
 }
