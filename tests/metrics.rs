@@ -114,7 +114,7 @@ fn chrf_and_bleu_equal_sacrebleu_on_tricky_pairs() {
 }
 
 fn eval(args: &[&str]) -> Value {
-    let out = loam(&[&["eval", "--json", "--device", "cpu"], args].concat());
+    let out = loam(&[&["eval", "--json", "--device", "cpu"][..], args].concat());
     assert_success(&out, "loam eval");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

@@ -227,7 +227,8 @@ pub fn generate_batch(
         valid = Tensor::cat(&[valid, Tensor::ones([a, 1], (tch::Kind::Bool, device))], 1);
         let keys = cache.keys_after(1);
         let width = valid.size()[1];
-        let mask = AttentionMask::Fused(Some(valid.narrow(1, width - keys, keys).view([a, 1, 1, keys])));
+        let keys_valid = valid.narrow(1, width - keys, keys).unsqueeze(1).unsqueeze(1);
+        let mask = AttentionMask::Fused(Some(keys_valid));
         logits = lm.forward_cached(&step_ids, &step_pos, &mask, &mut cache);
         for p in &mut next_pos {
             *p += 1;

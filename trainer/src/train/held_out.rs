@@ -36,6 +36,20 @@ impl From<&EvalResult> for HeldOutScores {
     }
 }
 
+/// `loss 2.3456  bits/byte 1.2345  chrF++ 41.20  BLEU 12.30`, as the training log shows it.
+impl std::fmt::Display for HeldOutScores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loss {:.4}  bits/byte {:.4}", self.loss, self.bits_per_byte)?;
+        if let Some(chrf) = self.chrf {
+            write!(f, "  chrF++ {chrf:.2}")?;
+        }
+        if let Some(bleu) = self.bleu {
+            write!(f, "  BLEU {bleu:.2}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The eval split of a recipe and how to score it.
 pub struct HeldOut {
     data: DataConfig,

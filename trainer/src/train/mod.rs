@@ -224,6 +224,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             && (state.step % t.eval_every == 0 || state.step == total_steps)
         {
             let scores = HeldOutScores::from(&held_out.evaluate(&lm)?);
+            bar.suspend(|| tracing::info!("step {}: held-out {scores}", state.step));
             state.evals.push((state.step, scores.loss));
             last_eval = Some((state.step, scores));
             eval = Some(scores);

@@ -6,6 +6,8 @@
 
 use super::held_out::HeldOutScores;
 use anyhow::{Context, Result};
+use plotters::chart::DualCoordChartContext;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -220,6 +222,84 @@ fn smoothed(values: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+type Axis = RangedCoordf64;
+type Chart<'a, DB> = DualCoordChartContext<'a, DB, Cartesian2d<Axis, Axis>, Cartesian2d<Axis, Axis>>;
+
+/// A titled panel over the steps, its left axis named `left_name`, a right axis beside it.
+fn panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    curves: &Curves,
+    title: &str,
+    (left_name, left): (&str, std::ops::Range<f64>),
+    right: std::ops::Range<f64>,
+) -> Result<Chart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(46)
+        .y_label_area_size(72)
+        .right_y_label_area_size(84)
+        .build_cartesian_2d(step_range(curves), left)?
+        .set_secondary_coord(step_range(curves), right);
+    chart
+        .configure_mesh()
+        .x_desc("optimizer step")
+        .y_desc(left_name)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    Ok(chart)
+}
+
+/// Names the right axis; `format` writes its tick labels.
+fn right_axis<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    name: &str,
+    format: &dyn Fn(&f64) -> String,
+) -> DrawResult<DB> {
+    chart
+        .configure_secondary_axes()
+        .y_desc(name)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .y_label_formatter(format)
+        .draw()
+}
+
+fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> DrawResult<DB> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .draw()
+}
+
+/// Points joined by a thin line, named in the legend.
+fn draw_points<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    points: &[(f64, f64)],
+    color: RGBColor,
+    name: &str,
+    on_right_axis: bool,
+) -> DrawResult<DB> {
+    let line = LineSeries::new(points.to_vec(), color.stroke_width(2));
+    let dots = points.iter().map(|&p| Circle::new(p, 5, color.filled()));
+    let series = if on_right_axis {
+        chart.draw_secondary_series(line)?;
+        chart.draw_secondary_series(dots)?
+    } else {
+        chart.draw_series(line)?;
+        chart.draw_series(dots)?
+    };
+    series
+        .label(name)
+        .legend(move |(x, y)| Circle::new((x + 12, y), 5, color.filled()));
+    Ok(())
+}
+
 fn draw_loss<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &Curves) -> DrawResult<DB> {
     let steps: Vec<&StepPoint> = curves.steps.iter().filter(|p| p.loss.is_finite()).collect();
     let losses = steps
@@ -227,29 +307,14 @@ fn draw_loss<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &Curves)
         .map(|p| p.loss)
         .chain(curves.evals.iter().map(|e| e.loss));
     let lr_max = steps.iter().map(|p| p.lr).fold(0.0, f64::max);
-    let mut chart = ChartBuilder::on(area)
-        .caption("Training loss", ("sans-serif", 24))
-        .margin(12)
-        .x_label_area_size(46)
-        .y_label_area_size(72)
-        .right_y_label_area_size(84)
-        .build_cartesian_2d(step_range(curves), value_range(losses, Some(0.0)))?
-        .set_secondary_coord(step_range(curves), 0.0..(lr_max * 1.08).max(1e-12));
-    chart
-        .configure_mesh()
-        .x_desc("optimizer step")
-        .y_desc("loss (nats per trained token)")
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
-    chart
-        .configure_secondary_axes()
-        .y_desc("learning rate")
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .y_label_formatter(&|v| format!("{v:.1e}"))
-        .draw()?;
+    let mut chart = panel(
+        area,
+        curves,
+        "Training loss",
+        ("loss (nats per trained token)", value_range(losses, Some(0.0))),
+        0.0..(lr_max * 1.08).max(1e-12),
+    )?;
+    right_axis(&mut chart, "learning rate", &|v| format!("{v:.1e}"))?;
     let raw: Vec<(f64, f64)> = steps.iter().map(|p| (p.step, p.loss)).collect();
     chart
         .draw_series(LineSeries::new(raw.clone(), TRAIN.mix(0.35).stroke_width(1)))?
@@ -268,12 +333,7 @@ fn draw_loss<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &Curves)
         .map(|e| (e.step, e.loss))
         .collect();
     if !evals.is_empty() {
-        chart
-            .draw_series(LineSeries::new(evals.clone(), EVAL.stroke_width(1)))?;
-        chart
-            .draw_series(evals.iter().map(|&p| Circle::new(p, 5, EVAL.filled())))?
-            .label("held-out loss")
-            .legend(|(x, y)| Circle::new((x + 12, y), 5, EVAL.filled()));
+        draw_points(&mut chart, &evals, EVAL, "held-out loss", false)?;
     }
     chart
         .draw_secondary_series(LineSeries::new(
@@ -282,13 +342,7 @@ fn draw_loss<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &Curves)
         ))?
         .label("learning rate (right axis)")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], LR.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()
+    legend(&mut chart)
 }
 
 fn draw_eval<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &Curves) -> DrawResult<DB> {
@@ -305,71 +359,23 @@ fn draw_eval<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &Curves)
     // chrF++ on the left axis when the evals generated, bits per byte on the right; bits
     // per byte alone otherwise.
     let (left, left_name, left_color, right) = if chrf.is_empty() {
-        (bpb.clone(), "held-out bits per byte", BPB, Vec::new())
+        (bpb, "held-out bits per byte", BPB, Vec::new())
     } else {
         (chrf, "held-out chrF++ (0-100)", CHRF, bpb)
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption("Held-out evals", ("sans-serif", 24))
-        .margin(12)
-        .x_label_area_size(46)
-        .y_label_area_size(72)
-        .right_y_label_area_size(84)
-        .build_cartesian_2d(
-            step_range(curves),
-            value_range(left.iter().map(|p| p.1), Some(0.0)),
-        )?
-        .set_secondary_coord(
-            step_range(curves),
-            value_range(right.iter().map(|p| p.1), Some(0.0)),
-        );
-    chart
-        .configure_mesh()
-        .x_desc("optimizer step")
-        .y_desc(left_name)
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()?;
-    draw_points(&mut chart, &left, left_color, left_name)?;
+    let mut chart = panel(
+        area,
+        curves,
+        "Held-out evals",
+        (left_name, value_range(left.iter().map(|p| p.1), Some(0.0))),
+        value_range(right.iter().map(|p| p.1), Some(0.0)),
+    )?;
+    draw_points(&mut chart, &left, left_color, left_name, false)?;
     if !right.is_empty() {
-        chart
-            .configure_secondary_axes()
-            .y_desc("held-out bits per byte")
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
-            .draw()?;
-        chart.draw_secondary_series(LineSeries::new(right.clone(), BPB.stroke_width(2)))?;
-        chart
-            .draw_secondary_series(right.iter().map(|&p| Circle::new(p, 5, BPB.filled())))?
-            .label("held-out bits per byte (right axis)")
-            .legend(|(x, y)| Circle::new((x + 12, y), 5, BPB.filled()));
+        right_axis(&mut chart, "held-out bits per byte", &|v| format!("{v:.2}"))?;
+        draw_points(&mut chart, &right, BPB, "held-out bits per byte (right axis)", true)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()
-}
-
-fn draw_points<DB: DrawingBackend, X, Y>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
-    points: &[(f64, f64)],
-    color: RGBColor,
-    name: &str,
-) -> DrawResult<DB>
-where
-    X: Ranged<ValueType = f64>,
-    Y: Ranged<ValueType = f64>,
-{
-    chart.draw_series(LineSeries::new(points.to_vec(), color.stroke_width(2)))?;
-    chart
-        .draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled())))?
-        .label(name)
-        .legend(move |(x, y)| Circle::new((x + 12, y), 5, color.filled()));
-    Ok(())
+    legend(&mut chart)
 }
 
 #[cfg(test)]
