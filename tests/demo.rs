@@ -73,7 +73,14 @@ fn the_demo_runs_the_whole_story_and_the_held_out_loss_falls() {
         "demo failed:\n{stdout}\n{}",
         stderr(&out)
     );
-    for line in ["eval loss:", "bits/byte", "chrF++:", "BLEU", "held-out translations", "ollama create"] {
+    for line in [
+        "eval loss:",
+        "bits/byte",
+        "chrF++:",
+        "BLEU",
+        "held-out translations",
+        "ollama create",
+    ] {
         assert!(
             stdout.contains(line),
             "the summary lacks `{line}`:\n{stdout}"
@@ -91,7 +98,10 @@ fn the_demo_runs_the_whole_story_and_the_held_out_loss_falls() {
     // chrF++ and BLEU of the answers to every held-out message, before and after
     for eval in [&before, &after] {
         assert_eq!(eval["generated"], eval["rows"], "{eval}");
-        assert!(eval["chrf"].as_f64().is_some() && eval["bleu"].as_f64().is_some(), "{eval}");
+        assert!(
+            eval["chrf"].as_f64().is_some() && eval["bleu"].as_f64().is_some(),
+            "{eval}"
+        );
     }
     for artifact in [
         "train/adapter/adapter_model.safetensors",

@@ -37,8 +37,9 @@ fn check_with_sacrebleu(predictions: &Path, scores: Option<&Path>) -> Value {
 /// spaces, combining marks, Python's whitespace (U+001C–U+001F, U+3000, NBSP), 13a's
 /// entity and digit rules, repeated n-grams, very short and very long segments.
 fn tricky_pairs() -> Vec<(String, String)> {
-    let long_ref = "Mae hen wlad fy nhadau yn annwyl i mi, gwlad beirdd a chantorion, enwogion o fri. "
-        .repeat(40);
+    let long_ref =
+        "Mae hen wlad fy nhadau yn annwyl i mi, gwlad beirdd a chantorion, enwogion o fri. "
+            .repeat(40);
     let long_hyp = long_ref.replace("annwyl", "anwyl").replace("bri.", "fri!");
     let pairs: Vec<(&str, &str)> = vec![
         ("", "Bore da"),
@@ -61,7 +62,10 @@ fn tricky_pairs() -> Vec<(String, String)> {
         ("a", "a a a a a"),
         ("the the the the the the", "the cat"),
         ("(hi) there, friend!", "(hi) there , friend !"),
-        ("it's 3.14 or 1,000 -- x.y, 5-6", "it is 3.14 or 1,000 - x . y , 5 - 6"),
+        (
+            "it's 3.14 or 1,000 -- x.y, 5-6",
+            "it is 3.14 or 1,000 - x . y , 5 - 6",
+        ),
         ("&amp; &lt;tag&gt; &quot;q&quot;", "& <tag> \"q\""),
         ("<skipped> word-\nbreak", "wordbreak"),
         ("Shwmae 👋🏽 👨‍👩‍👧", "Shwmae 👋 👨‍👩‍👧‍👦"),
@@ -110,7 +114,14 @@ fn chrf_and_bleu_equal_sacrebleu_on_tricky_pairs() {
         report["sacrebleu"]["bleu"],
         report["max_row_diff"]
     );
-    assert!(chrf > 10.0 && chrf < 90.0 && bleu > 5.0 && bleu < 90.0, "{chrf} {bleu}");
+    assert!(
+        chrf > 10.0 && chrf < 99.0 && bleu > 5.0 && bleu < 99.0,
+        "{chrf} {bleu}"
+    );
+    // the pairs span the whole range: zeros, perfect scores and partial matches
+    let sentence: Vec<f64> = pairs.iter().map(|(h, r)| sentence_chrf(h, r)).collect();
+    assert!(sentence.contains(&0.0) && sentence.iter().any(|&c| (c - 100.0).abs() < 1e-9));
+    assert!(sentence.iter().filter(|&&c| c > 1.0 && c < 99.0).count() > 15);
 }
 
 fn eval(args: &[&str]) -> Value {
@@ -147,7 +158,10 @@ fn bits_per_byte_equals_transformers_for_text_chat_and_alpaca() {
             got["bits_per_byte"].as_f64().unwrap(),
             want["bits_per_byte"].as_f64().unwrap(),
         );
-        println!("{name}: bits/byte loam {bpb:.6} transformers {want_bpb:.6}, {} bytes", got["bytes"]);
+        println!(
+            "{name}: bits/byte loam {bpb:.6} transformers {want_bpb:.6}, {} bytes",
+            got["bytes"]
+        );
         for key in ["tokens", "bytes", "chars", "rows"] {
             assert_eq!(got[key], want[key], "{name}: {key}");
         }
@@ -205,7 +219,13 @@ fn generate_answers_equal_loam_generate_and_transformers() {
     let cases = expected["generations"].as_array().unwrap();
     let model = fixtures().join("models/smollm2-135m");
     let dir = temp_dir("metrics-generate");
-    let references = ["Paris.", "Bore da, sut wyt ti?", "The sea is wide.", "red, yellow and blue", "nzuri"];
+    let references = [
+        "Paris.",
+        "Bore da, sut wyt ti?",
+        "The sea is wide.",
+        "red, yellow and blue",
+        "nzuri",
+    ];
     for chat in [true, false] {
         let mine: Vec<(&Value, &str)> = cases
             .iter()
@@ -250,7 +270,16 @@ fn generate_answers_equal_loam_generate_and_transformers() {
         let rows = read_jsonl(&predictions);
         assert_eq!(rows.len(), mine.len());
 
-        let mut args = vec!["generate", "--model", s(&model), "--json", "--max-new-tokens", "32", "--device", "cpu"];
+        let mut args = vec![
+            "generate",
+            "--model",
+            s(&model),
+            "--json",
+            "--max-new-tokens",
+            "32",
+            "--device",
+            "cpu",
+        ];
         if !chat {
             args.push("--raw");
         }
@@ -265,7 +294,10 @@ fn generate_answers_equal_loam_generate_and_transformers() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         for ((row, gen), (want, reference)) in rows.iter().zip(&generated).zip(&mine) {
-            assert_eq!(row["prediction"], gen["text"], "{format}: eval --generate vs loam generate");
+            assert_eq!(
+                row["prediction"], gen["text"],
+                "{format}: eval --generate vs loam generate"
+            );
             assert_eq!(row["prediction"], want["text"], "{format}: vs transformers");
             assert_eq!(row["stop"], want["stop"]);
             assert_eq!(row["prompt"], want["prompt"]);
@@ -287,9 +319,24 @@ fn generate_answers_equal_loam_generate_and_transformers() {
 fn generate_needs_rows_with_a_reference() {
     let text = fixtures().join("data/text.parquet");
     let model = fixtures().join("models/llama-gqa");
-    let out = loam(&["eval", "--model", s(&model), "--data", s(&text), "--generate"]);
+    let out = loam(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&text),
+        "--generate",
+    ]);
     assert_clean_failure(&out, &["text.parquet", "row 0", "--generate needs chat"]);
-    let out = loam(&["eval", "--model", s(&model), "--data", s(&text), "--predictions", "p.jsonl"]);
+    let out = loam(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&text),
+        "--predictions",
+        "p.jsonl",
+    ]);
     assert_clean_failure(&out, &["--predictions", "--generate"]);
 }
 
@@ -351,9 +398,16 @@ checkpoint_every = 4
     let out = loam(&["train", s(&recipe), "--out", s(&run)]);
     assert_success(&out, "loam train");
     let err = stderr(&out);
-    assert_mentions(&err, &["eval bits/byte", "eval chrF++", "eval BLEU"], "the summary");
+    assert_mentions(
+        &err,
+        &["eval bits/byte", "eval chrF++", "eval BLEU"],
+        "the summary",
+    );
     let metrics = read_jsonl(&run.join("metrics.jsonl"));
-    let evals: Vec<&Value> = metrics.iter().filter(|m| m.get("eval_loss").is_some()).collect();
+    let evals: Vec<&Value> = metrics
+        .iter()
+        .filter(|m| m.get("eval_loss").is_some())
+        .collect();
     assert_eq!(evals.len(), 2, "evals at steps 2 and 4");
     for e in &evals {
         for key in ["eval_bits_per_byte", "eval_chrf", "eval_bleu"] {
@@ -362,7 +416,10 @@ checkpoint_every = 4
     }
     let summary: Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
-    assert!(summary["eval_before"]["chrf"].as_f64().is_some(), "{summary}");
+    assert!(
+        summary["eval_before"]["chrf"].as_f64().is_some(),
+        "{summary}"
+    );
     assert_eq!(summary["eval_after"]["chrf"], evals[1]["eval_chrf"]);
     for plot in ["loss.png", "loss.svg"] {
         assert!(run.join(plot).is_file(), "{plot} missing");
@@ -371,7 +428,15 @@ checkpoint_every = 4
     assert_mentions(&svg, &["held-out chrF++", "learning rate"], "loss.svg");
 
     let merged = dir.join("merged");
-    let out = loam(&["merge", "--model", s(&model), "--adapter", s(&run.join("adapter")), "--out", s(&merged)]);
+    let out = loam(&[
+        "merge",
+        "--model",
+        s(&model),
+        "--adapter",
+        s(&run.join("adapter")),
+        "--out",
+        s(&merged),
+    ]);
     assert_success(&out, "loam merge");
     let card = merged.join("README.md");
     let script = format!(
@@ -380,13 +445,35 @@ checkpoint_every = 4
          print(json.dumps({{r.metric_type: r.metric_value for r in card.data.eval_results}}))\n",
         card.display()
     );
-    let out = Command::new(python()).arg("-c").arg(script).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rounded = |v: &Value| (v.as_f64().unwrap() * 1e4).round() / 1e4;
-    assert_eq!(results["chrf"].as_f64().unwrap(), rounded(&evals[1]["eval_chrf"]));
-    assert_eq!(results["loss"].as_f64().unwrap(), rounded(&evals[1]["eval_loss"]));
+    assert_eq!(
+        results["chrf"].as_f64().unwrap(),
+        rounded(&evals[1]["eval_chrf"])
+    );
+    assert_eq!(
+        results["loss"].as_f64().unwrap(),
+        rounded(&evals[1]["eval_loss"])
+    );
     assert!(results["bits_per_byte"].as_f64().is_some() && results["bleu"].as_f64().is_some());
     let text = std::fs::read_to_string(&card).unwrap();
-    assert_mentions(&text, &["held-out chrF++", "held-out bits per byte", "training_loss.svg"], "the card");
+    assert_mentions(
+        &text,
+        &[
+            "held-out chrF++",
+            "held-out bits per byte",
+            "training_loss.svg",
+        ],
+        "the card",
+    );
 }

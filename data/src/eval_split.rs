@@ -37,25 +37,27 @@ pub fn eval_rows(cfg: &DataConfig) -> Result<impl Iterator<Item = Result<EvalRow
         };
         opened.push((Source::open(i, sc)?, opts, cfg.on_error_of(sc)));
     }
-    Ok(opened.into_iter().flat_map(move |(source, opts, on_error)| {
-        source.into_rows().filter_map(move |row| match row {
-            Err(e) => Some(Err(e)),
-            Ok(Row { loc, .. }) if fraction.is_some_and(|f| !is_held_out(&loc, f)) => None,
-            Ok(Row {
-                loc,
-                sample: Ok(sample),
-            }) => Some(Ok(EvalRow {
-                loc,
-                sample,
-                opts,
-                on_error,
-            })),
-            Ok(Row { sample: Err(e), .. }) if on_error == OnError::Skip && e.is_row_error() => {
-                None
-            }
-            Ok(Row { sample: Err(e), .. }) => Some(Err(e)),
-        })
-    }))
+    Ok(opened
+        .into_iter()
+        .flat_map(move |(source, opts, on_error)| {
+            source.into_rows().filter_map(move |row| match row {
+                Err(e) => Some(Err(e)),
+                Ok(Row { loc, .. }) if fraction.is_some_and(|f| !is_held_out(&loc, f)) => None,
+                Ok(Row {
+                    loc,
+                    sample: Ok(sample),
+                }) => Some(Ok(EvalRow {
+                    loc,
+                    sample,
+                    opts,
+                    on_error,
+                })),
+                Ok(Row { sample: Err(e), .. }) if on_error == OnError::Skip && e.is_row_error() => {
+                    None
+                }
+                Ok(Row { sample: Err(e), .. }) => Some(Err(e)),
+            })
+        }))
 }
 
 #[cfg(test)]

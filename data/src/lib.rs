@@ -102,9 +102,9 @@ pub mod preview;
 pub mod source;
 pub mod stats;
 pub mod stream;
-pub mod trained_text;
 #[cfg(test)]
 mod testutil;
+pub mod trained_text;
 
 pub use config::{suggest, DataConfig, Format, OnError, Overlong, SourceConfig};
 pub use error::{DataError, Location};

@@ -106,11 +106,19 @@ impl Encoder {
     }
 
     /// The text the tokenizer reads for `sample`, and the byte ranges in it of the trained text.
-    fn trained_ranges(&self, sample: &Sample, train_on: TrainOn) -> Result<(String, Vec<Range<usize>>)> {
+    fn trained_ranges(
+        &self,
+        sample: &Sample,
+        train_on: TrainOn,
+    ) -> Result<(String, Vec<Range<usize>>)> {
         Ok(match sample {
             Sample::Text { text } => (text.clone(), vec![0..text.len()]),
             Sample::PromptCompletion { prompt, completion } => {
-                let start = if train_on == TrainOn::All { 0 } else { prompt.len() };
+                let start = if train_on == TrainOn::All {
+                    0
+                } else {
+                    prompt.len()
+                };
                 let text = format!("{prompt}{completion}");
                 let end = text.len();
                 (text, vec![start..end])
@@ -151,7 +159,9 @@ fn content_ranges(
                 cursor = cursor.max(span.start).min(rendered.len());
             }
         }
-        let found = rendered[cursor..].find(m.content.as_str()).map(|i| cursor + i);
+        let found = rendered[cursor..]
+            .find(m.content.as_str())
+            .map(|i| cursor + i);
         let range = match found {
             Some(start) => start..start + m.content.len(),
             None => cursor..cursor,
@@ -192,7 +202,10 @@ mod tests {
         let text = Sample::Text {
             text: "Bore da! 你好 🙂".into(),
         };
-        assert_eq!(trained_texts(&text, TrainOn::Assistant), ["Bore da! 你好 🙂"]);
+        assert_eq!(
+            trained_texts(&text, TrainOn::Assistant),
+            ["Bore da! 你好 🙂"]
+        );
         let pc = Sample::PromptCompletion {
             prompt: "Q: ".into(),
             completion: "ateb".into(),
@@ -215,7 +228,10 @@ mod tests {
         assert_eq!(trained_texts(&chat, TrainOn::All).len(), 4);
         assert_eq!(
             TextSize::of("Croeso 🙂"),
-            TextSize { bytes: 11, chars: 8 }
+            TextSize {
+                bytes: 11,
+                chars: 8
+            }
         );
     }
 

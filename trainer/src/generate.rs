@@ -221,13 +221,19 @@ pub fn generate_batch(
             next_pos = keep.iter().map(|&r| next_pos[r as usize]).collect();
         }
         let a = live.len() as i64;
-        let step_ids: Vec<i64> = live.iter().map(|&i| *results[i].0.last().unwrap() as i64).collect();
+        let step_ids: Vec<i64> = live
+            .iter()
+            .map(|&i| *results[i].0.last().unwrap() as i64)
+            .collect();
         let step_ids = Tensor::from_slice(&step_ids).view([a, 1]).to_device(device);
         let step_pos = Tensor::from_slice(&next_pos).view([a, 1]).to_device(device);
         valid = Tensor::cat(&[valid, Tensor::ones([a, 1], (tch::Kind::Bool, device))], 1);
         let keys = cache.keys_after(1);
         let width = valid.size()[1];
-        let keys_valid = valid.narrow(1, width - keys, keys).unsqueeze(1).unsqueeze(1);
+        let keys_valid = valid
+            .narrow(1, width - keys, keys)
+            .unsqueeze(1)
+            .unsqueeze(1);
         let mask = AttentionMask::Fused(Some(keys_valid));
         logits = lm.forward_cached(&step_ids, &step_pos, &mask, &mut cache);
         for p in &mut next_pos {

@@ -58,8 +58,7 @@ pub(crate) struct SamplingArgs {
 
 impl SamplingArgs {
     pub(crate) fn sampling(&self) -> Result<Sampling> {
-        if !(self.temperature >= 0.0 && self.top_p > 0.0 && self.top_p <= 1.0 && self.top_k >= 0)
-        {
+        if !(self.temperature >= 0.0 && self.top_p > 0.0 && self.top_p <= 1.0 && self.top_k >= 0) {
             bail!("--temperature must be ≥ 0, --top-p in (0, 1], --top-k ≥ 0");
         }
         Ok(Sampling {

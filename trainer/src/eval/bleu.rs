@@ -21,8 +21,10 @@ pub struct BleuStats {
 impl BleuStats {
     pub fn segment(hypothesis: &str, reference: &str) -> BleuStats {
         let (hyp, reference) = (preprocess(hypothesis), preprocess(reference));
-        let (hyp_tokens, ref_tokens): (Vec<&str>, Vec<&str>) =
-            (pystr::split(&hyp).collect(), pystr::split(&reference).collect());
+        let (hyp_tokens, ref_tokens): (Vec<&str>, Vec<&str>) = (
+            pystr::split(&hyp).collect(),
+            pystr::split(&reference).collect(),
+        );
         let ref_grams = all_ngrams(&ref_tokens);
         let mut stats = BleuStats {
             hyp_len: hyp_tokens.len() as u64,
@@ -103,7 +105,12 @@ pub fn tokenize_13a(line: &str) -> String {
         .replace("-\n", "")
         .replace('\n', " ");
     if line.contains('&') {
-        for (entity, c) in [("&quot;", "\""), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">")] {
+        for (entity, c) in [
+            ("&quot;", "\""),
+            ("&amp;", "&"),
+            ("&lt;", "<"),
+            ("&gt;", ">"),
+        ] {
             line = line.replace(entity, c);
         }
     }
@@ -122,15 +129,23 @@ pub fn tokenize_13a(line: &str) -> String {
     let is_digit = |c: char| c.is_ascii_digit();
     let is_dot_comma = |c: char| c == '.' || c == ',';
     // `([^0-9])([\.,])` → `\1 \2 `: period and comma unless preceded by a digit
-    let step = substitute(&spaced, |a, b| !is_digit(a) && is_dot_comma(b), |a, b| {
-        vec![a, ' ', b, ' ']
-    });
+    let step = substitute(
+        &spaced,
+        |a, b| !is_digit(a) && is_dot_comma(b),
+        |a, b| vec![a, ' ', b, ' '],
+    );
     // `([\.,])([^0-9])` → ` \1 \2`: period and comma unless followed by a digit
-    let step = substitute(&step, |a, b| is_dot_comma(a) && !is_digit(b), |a, b| {
-        vec![' ', a, ' ', b]
-    });
+    let step = substitute(
+        &step,
+        |a, b| is_dot_comma(a) && !is_digit(b),
+        |a, b| vec![' ', a, ' ', b],
+    );
     // `([0-9])(-)` → `\1 \2 `: a dash after a digit
-    let step = substitute(&step, |a, b| is_digit(a) && b == '-', |a, b| vec![a, ' ', b, ' ']);
+    let step = substitute(
+        &step,
+        |a, b| is_digit(a) && b == '-',
+        |a, b| vec![a, ' ', b, ' '],
+    );
     let text: String = step.into_iter().collect();
     pystr::split(&text).collect::<Vec<_>>().join(" ")
 }
@@ -178,7 +193,10 @@ mod tests {
     fn tokenize_13a_splits_punctuation_as_mteval() {
         // Checked with sacrebleu 2.6.0's Tokenizer13a.
         assert_eq!(tokenize_13a("Hello, world!"), "Hello , world !");
-        assert_eq!(tokenize_13a("3.14 and 1,000 but x.y"), "3.14 and 1,000 but x . y");
+        assert_eq!(
+            tokenize_13a("3.14 and 1,000 but x.y"),
+            "3.14 and 1,000 but x . y"
+        );
         assert_eq!(tokenize_13a("it's 5-6 &amp; \"q\""), "it's 5 - 6 & \" q \"");
         assert_eq!(tokenize_13a("a..b"), "a . . b");
     }

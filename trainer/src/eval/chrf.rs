@@ -29,7 +29,10 @@ impl ChrfStats {
     /// The statistics of one hypothesis against its reference.
     pub fn segment(hypothesis: &str, reference: &str) -> ChrfStats {
         let mut counts = [[0; 3]; ORDERS];
-        let (hyp_chars, ref_chars) = (without_whitespace(hypothesis), without_whitespace(reference));
+        let (hyp_chars, ref_chars) = (
+            without_whitespace(hypothesis),
+            without_whitespace(reference),
+        );
         for n in 1..=CHAR_ORDER {
             counts[n - 1] = match_counts(&ngrams(&hyp_chars, n), &ngrams(&ref_chars, n));
         }

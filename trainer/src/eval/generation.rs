@@ -153,7 +153,11 @@ pub fn score(predictions: &[Prediction]) -> Scores {
     Scores {
         chrf: chrf.score(),
         bleu: bleu.score(),
-        exact_match: if n > 0 { exact as f64 / n as f64 } else { f64::NAN },
+        exact_match: if n > 0 {
+            exact as f64 / n as f64
+        } else {
+            f64::NAN
+        },
         generated: n,
     }
 }

@@ -88,7 +88,10 @@ pub fn evaluate_rows(
     let (mut nll, mut tokens, mut count) = (0f64, 0i64, 0usize);
     let mut text = TextSize::default();
     for row in rows {
-        let EvalExample { example, text: size } = row?;
+        let EvalExample {
+            example,
+            text: size,
+        } = row?;
         let n = example.input_ids.len().min(seq_len);
         count += 1;
         bar.inc(1);
@@ -106,8 +109,7 @@ pub fn evaluate_rows(
             &input_ids,
             &Positions::contiguous(1, n as i64, model.device),
         );
-        let (sum, predicted) =
-            next_token_nll_sum(&hidden, &model.lm_head, &labels, DEFAULT_CHUNK);
+        let (sum, predicted) = next_token_nll_sum(&hidden, &model.lm_head, &labels, DEFAULT_CHUNK);
         nll += sum.to_kind(Kind::Double).double_value(&[]);
         tokens += predicted;
         text.add(size);

@@ -209,8 +209,8 @@ fn read_run(adapter_dir: &Path) -> Run {
     let eval_before = state
         .as_ref()
         .and_then(|v| v["state"]["eval_before"].as_f64());
-    let held_out_before: Option<HeldOutScores> = state
-        .and_then(|v| serde_json::from_value(v["state"]["held_out_before"].clone()).ok());
+    let held_out_before: Option<HeldOutScores> =
+        state.and_then(|v| serde_json::from_value(v["state"]["held_out_before"].clone()).ok());
     let held_out_after = metrics.iter().rev().find_map(|m| {
         Some(HeldOutScores {
             loss: m["eval_loss"].as_f64()?,
@@ -284,7 +284,12 @@ fn held_out_lines(
     after: &HeldOutScores,
 ) -> std::fmt::Result {
     let rows = [
-        ("bits per byte", before.map(|b| b.bits_per_byte), Some(after.bits_per_byte), 4),
+        (
+            "bits per byte",
+            before.map(|b| b.bits_per_byte),
+            Some(after.bits_per_byte),
+            4,
+        ),
         ("chrF++", before.and_then(|b| b.chrf), after.chrf, 2),
         ("BLEU", before.and_then(|b| b.bleu), after.bleu, 2),
     ];
@@ -307,7 +312,11 @@ fn eval_dataset(recipe: &Recipe) -> String {
         let train: Vec<&str> = d.train.iter().map(|s| s.path.as_str()).collect();
         format!("{} (held-out {})", train.join(", "), d.eval_fraction)
     } else {
-        d.eval.iter().map(|s| s.path.as_str()).collect::<Vec<_>>().join(", ")
+        d.eval
+            .iter()
+            .map(|s| s.path.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -331,8 +340,16 @@ fn model_index(
     writeln!(yaml, "      split: held-out")?;
     writeln!(yaml, "    metrics:")?;
     let metrics = [
-        ("loss", "held-out loss (nats per trained token)", Some(after.loss)),
-        ("bits_per_byte", "held-out bits per byte", Some(after.bits_per_byte)),
+        (
+            "loss",
+            "held-out loss (nats per trained token)",
+            Some(after.loss),
+        ),
+        (
+            "bits_per_byte",
+            "held-out bits per byte",
+            Some(after.bits_per_byte),
+        ),
         ("chrf", "held-out chrF++", after.chrf),
         ("bleu", "held-out BLEU", after.bleu),
     ];

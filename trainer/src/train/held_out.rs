@@ -39,7 +39,11 @@ impl From<&EvalResult> for HeldOutScores {
 /// `loss 2.3456  bits/byte 1.2345  chrF++ 41.20  BLEU 12.30`, as the training log shows it.
 impl std::fmt::Display for HeldOutScores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "loss {:.4}  bits/byte {:.4}", self.loss, self.bits_per_byte)?;
+        write!(
+            f,
+            "loss {:.4}  bits/byte {:.4}",
+            self.loss, self.bits_per_byte
+        )?;
         if let Some(chrf) = self.chrf {
             write!(f, "  chrF++ {chrf:.2}")?;
         }

@@ -110,7 +110,12 @@ impl Curves {
     }
 
     fn height(&self) -> u32 {
-        LOSS_HEIGHT + if self.has_eval_panel() { EVAL_HEIGHT } else { 0 }
+        LOSS_HEIGHT
+            + if self.has_eval_panel() {
+                EVAL_HEIGHT
+            } else {
+                0
+            }
     }
 }
 
@@ -164,7 +169,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
@@ -196,7 +205,9 @@ fn step_range(curves: &Curves) -> std::ops::Range<f64> {
 fn value_range(values: impl Iterator<Item = f64>, floor: Option<f64>) -> std::ops::Range<f64> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if !lo.is_finite() {
         return 0.0..1.0;
     }
@@ -223,7 +234,8 @@ fn smoothed(values: &[f64]) -> Vec<f64> {
 }
 
 type Axis = RangedCoordf64;
-type Chart<'a, DB> = DualCoordChartContext<'a, DB, Cartesian2d<Axis, Axis>, Cartesian2d<Axis, Axis>>;
+type Chart<'a, DB> =
+    DualCoordChartContext<'a, DB, Cartesian2d<Axis, Axis>, Cartesian2d<Axis, Axis>>;
 
 /// A titled panel over the steps, its left axis named `left_name`, a right axis beside it.
 fn panel<'a, DB: DrawingBackend>(
@@ -311,13 +323,19 @@ fn draw_loss<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &Curves)
         area,
         curves,
         "Training loss",
-        ("loss (nats per trained token)", value_range(losses, Some(0.0))),
+        (
+            "loss (nats per trained token)",
+            value_range(losses, Some(0.0)),
+        ),
         0.0..(lr_max * 1.08).max(1e-12),
     )?;
     right_axis(&mut chart, "learning rate", &|v| format!("{v:.1e}"))?;
     let raw: Vec<(f64, f64)> = steps.iter().map(|p| (p.step, p.loss)).collect();
     chart
-        .draw_series(LineSeries::new(raw.clone(), TRAIN.mix(0.35).stroke_width(1)))?
+        .draw_series(LineSeries::new(
+            raw.clone(),
+            TRAIN.mix(0.35).stroke_width(1),
+        ))?
         .label("train loss")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], TRAIN.mix(0.35).stroke_width(2)));
     let ema = smoothed(&raw.iter().map(|p| p.1).collect::<Vec<_>>());
@@ -373,7 +391,13 @@ fn draw_eval<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &Curves)
     draw_points(&mut chart, &left, left_color, left_name, false)?;
     if !right.is_empty() {
         right_axis(&mut chart, "held-out bits per byte", &|v| format!("{v:.2}"))?;
-        draw_points(&mut chart, &right, BPB, "held-out bits per byte (right axis)", true)?;
+        draw_points(
+            &mut chart,
+            &right,
+            BPB,
+            "held-out bits per byte (right axis)",
+            true,
+        )?;
     }
     legend(&mut chart)
 }
@@ -390,15 +414,19 @@ mod tests {
                 lr: 2e-4 * (i as f64 / 60.0 * std::f64::consts::PI).cos().max(0.0),
             })
             .collect();
-        let evals = [(0.0, 3.9, 1.6, 21.0), (30.0, 2.8, 1.2, 35.5), (60.0, 2.3, 1.0, 41.2)]
-            .iter()
-            .map(|&(step, loss, bpb, chrf)| EvalPoint {
-                step,
-                loss,
-                bits_per_byte: Some(bpb),
-                chrf: with_chrf.then_some(chrf),
-            })
-            .collect();
+        let evals = [
+            (0.0, 3.9, 1.6, 21.0),
+            (30.0, 2.8, 1.2, 35.5),
+            (60.0, 2.3, 1.0, 41.2),
+        ]
+        .iter()
+        .map(|&(step, loss, bpb, chrf)| EvalPoint {
+            step,
+            loss,
+            bits_per_byte: Some(bpb),
+            chrf: with_chrf.then_some(chrf),
+        })
+        .collect();
         Curves { steps, evals }
     }
 
@@ -416,7 +444,13 @@ mod tests {
         let (w, h, px) = decode(&png(&c).unwrap());
         assert_eq!((w, h), (WIDTH, LOSS_HEIGHT + EVAL_HEIGHT));
         let has = |c: RGBColor| px.chunks(3).any(|p| p == [c.0, c.1, c.2]);
-        for (name, color) in [("train", TRAIN), ("eval", EVAL), ("lr", LR), ("chrF", CHRF), ("bpb", BPB)] {
+        for (name, color) in [
+            ("train", TRAIN),
+            ("eval", EVAL),
+            ("lr", LR),
+            ("chrF", CHRF),
+            ("bpb", BPB),
+        ] {
             assert!(has(color), "no {name} pixels");
         }
         // Text was drawn from the embedded font: many dark grey-to-black antialiased pixels
@@ -425,7 +459,10 @@ mod tests {
             .flat_map(|y| (0..w).map(move |x| ((y * w + x) * 3) as usize))
             .filter(|&i| px[i] < 100 && px[i + 1] < 100 && px[i + 2] < 100)
             .count();
-        assert!(dark_in_title > 100, "no caption text: {dark_in_title} dark pixels");
+        assert!(
+            dark_in_title > 100,
+            "no caption text: {dark_in_title} dark pixels"
+        );
     }
 
     #[test]
