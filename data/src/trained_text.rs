@@ -112,7 +112,7 @@ impl Encoder {
         train_on: TrainOn,
     ) -> Result<(String, Vec<Range<usize>>)> {
         Ok(match sample {
-            Sample::Text { text } => (text.clone(), Vec::from([0..text.len()])),
+            Sample::Text { text } => (text.clone(), std::iter::once(0..text.len()).collect()),
             Sample::PromptCompletion { prompt, completion } => {
                 let start = if train_on == TrainOn::All {
                     0
@@ -121,7 +121,7 @@ impl Encoder {
                 };
                 let text = format!("{prompt}{completion}");
                 let end = text.len();
-                (text, Vec::from([start..end]))
+                (text, std::iter::once(start..end).collect())
             }
             Sample::Chat { messages } => {
                 let template = self
