@@ -17,6 +17,9 @@
 //!   `next_batch(micro_batch)`, `cursor()` / `restore(Cursor)`, `stats()`; and
 //!   `BatchStream::{has_eval, eval_examples, count_batches}`. The encoder is any
 //!   `Fn(&Sample, &EncodeOptions) -> anyhow::Result<Example>` ([`stream::Encode`]).
+//! - [`eval_split::eval_rows`]`(&DataConfig)`: the eval split row by row with each row's
+//!   sample (for held-out generation); [`trained_text`]: the bytes and characters behind a
+//!   row's trained tokens (`Encoder::trained_text_size`, the denominator of bits per byte).
 //! - [`stats::DataStats`]: what `loam data stats` prints.
 //! - [`gettext::build`] + [`gettext::write_parquet`]: a translation chat dataset from the
 //!   gettext catalogs (`.mo`) installed for a language (`loam data gettext`).
@@ -90,6 +93,7 @@ pub use tokenize::Tokenizer;
 pub mod config;
 pub mod encode;
 pub mod error;
+pub mod eval_split;
 mod fast_bpe;
 pub mod format;
 pub mod gettext;
@@ -100,8 +104,10 @@ pub mod stats;
 pub mod stream;
 #[cfg(test)]
 mod testutil;
+pub mod trained_text;
 
 pub use config::{suggest, DataConfig, Format, OnError, Overlong, SourceConfig};
 pub use error::{DataError, Location};
 pub use stats::DataStats;
 pub use stream::{BatchStream, Cursor, EncodeOptions, Split};
+pub use trained_text::TextSize;

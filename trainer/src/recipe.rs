@@ -94,6 +94,10 @@ pub struct TrainSection {
     pub eval_every: u64,
     /// Eval batches per evaluation (0 = the whole eval split).
     pub eval_batches: u64,
+    /// Held-out prompts answered and scored (chrF++, BLEU) at each eval; 0: none.
+    pub eval_generate: u64,
+    /// New tokens per held-out answer at most.
+    pub eval_max_new_tokens: usize,
     pub activation_checkpointing: bool,
 }
 
@@ -114,6 +118,8 @@ impl Default for TrainSection {
             keep_checkpoints: 3,
             eval_every: 100,
             eval_batches: 0,
+            eval_generate: 0,
+            eval_max_new_tokens: 128,
             activation_checkpointing: true,
         }
     }
@@ -160,6 +166,8 @@ const TRAIN_KEYS: &[&str] = &[
     "keep_checkpoints",
     "eval_every",
     "eval_batches",
+    "eval_generate",
+    "eval_max_new_tokens",
     "activation_checkpointing",
 ];
 const OUTPUT_KEYS: &[&str] = &["dir"];

@@ -390,16 +390,32 @@ impl CausalLm {
         };
         // The keys outnumber the queries once the cache holds some: only the fused kernel.
         let ctx = self.attention_inputs_for(&positions, t, 0);
+        Ok(self
+            .forward_cached(input_ids, &positions.position_ids, &ctx.mask, cache)
+            .view([-1]))
+    }
+
+    /// Generation for a batch: the f32 logits `[B, vocab]` after the last token of each row
+    /// of `input_ids` `[B, T]` (at `position_ids` `[B, T]`), attending as `mask` allows to
+    /// the keys `cache` holds and then these; `cache` then holds these too.
+    pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        mask: &AttentionMask,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let t = input_ids.size()[1];
+        let (cos, sin) = self.model.rope.cos_sin(position_ids, self.kind);
         let mut h = self.embed(input_ids);
         for (layer, layer_cache) in self.model.layers.iter().zip(&mut cache.layers) {
-            h = layer.forward(&h, &ctx.cos, &ctx.sin, &ctx.mask, false, Some(layer_cache));
+            h = layer.forward(&h, &cos, &sin, mask, false, Some(layer_cache));
         }
         cache.len += t;
         let last = self.model.norm.forward(&h.narrow(1, t - 1, 1));
-        Ok(last
-            .linear::<Tensor>(&self.lm_head, None)
+        last.linear::<Tensor>(&self.lm_head, None)
             .to_kind(Kind::Float)
-            .view([-1]))
+            .squeeze_dim(1)
     }
 }
 
@@ -423,8 +439,26 @@ impl KvCache {
     }
 }
 
+impl KvCache {
+    /// Keeps only the batch rows `rows` (int64 indices), e.g. once the others have finished.
+    pub fn keep_rows(&mut self, rows: &Tensor) {
+        for layer in &mut self.layers {
+            if let Some((k, v)) = layer.keys_values.take() {
+                layer.keys_values = Some((k.index_select(0, rows), v.index_select(0, rows)));
+            }
+        }
+    }
+
+    /// How many keys attention sees in a step adding `t` tokens: the cached ones (at most
+    /// the sliding window less one) and these.
+    pub fn keys_after(&self, t: i64) -> i64 {
+        let window = self.layers.first().and_then(|l| l.window);
+        window.map_or(self.len, |w| self.len.min(w - 1)) + t
+    }
+}
+
 pub struct LayerCache {
-    /// `[1, kv_heads, seen, head_dim]` each, after rotary.
+    /// `[B, kv_heads, seen, head_dim]` each, after rotary.
     keys_values: Option<(Tensor, Tensor)>,
     /// Mistral's sliding window: only the last `window − 1` tokens are kept, all a next
     /// token may attend to besides itself.

@@ -32,6 +32,9 @@ pub struct TrainState {
     pub world: usize,
     #[serde(default)]
     pub grad_accum: usize,
+    /// The held-out eval before the first step, all of it (bits per byte, chrF++, BLEU).
+    #[serde(default)]
+    pub held_out_before: Option<crate::train::held_out::HeldOutScores>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -4,21 +4,23 @@
 //! clip, AdamW, log, eval, checkpoint } → adapter/ + summary.
 //!
 //! Beside it: `optim` (AdamW, schedules, clipping), `loss` (chunked next-token
-//! cross-entropy), `checkpoint` (save / resume), `plot` (the loss curve). Under torchrun or
-//! Slurm the same recipe runs on every rank: `crate::dist` hands each rank its micro-batches
-//! and sums the gradients; only rank 0 (`replicas.is_writer()`) writes files.
+//! cross-entropy), `checkpoint` (save / resume), `held_out` (the evals), `plot` (the
+//! training plot). Under torchrun or Slurm the same recipe runs on every rank: `crate::dist`
+//! hands each rank its micro-batches and sums the gradients; only rank 0
+//! (`replicas.is_writer()`) writes files.
 
 pub mod checkpoint;
+pub mod held_out;
 pub mod loss;
 pub mod optim;
 pub mod plot;
 
 use self::checkpoint::TrainState;
+use self::held_out::{HeldOut, HeldOutScores};
 use self::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use self::optim::{AdamW, TrainableParams};
 use crate::adapter::{self, AdapterConfig};
 use crate::dist::{self, Replicas};
-use crate::eval;
 use crate::model::{self, CausalLm, Positions};
 use crate::recipe::Recipe;
 use crate::{hub, runtime};
@@ -51,6 +53,12 @@ struct StepMetrics {
     /// Data parallel: seconds of this step in the gradient all-reduce (rank 0's view).
     #[serde(skip_serializing_if = "Option::is_none")]
     allreduce_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_bits_per_byte: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_chrf: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_bleu: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -62,6 +70,10 @@ pub struct Summary {
     /// Held-out loss before the first step and after the last (when there is an eval split).
     pub eval_loss_before: Option<f64>,
     pub eval_loss_after: Option<f64>,
+    /// Everything the held-out evals before and after measured (bits per byte; chrF++ and
+    /// BLEU with `train.eval_generate`).
+    pub eval_before: Option<HeldOutScores>,
+    pub eval_after: Option<HeldOutScores>,
     /// False when the run stopped early (`--stop-after`) and waits for `--resume`.
     pub finished: bool,
     /// This process writes the run's files (rank 0, or the only process).
@@ -198,16 +210,12 @@ fn run_replica(
     )?;
     let warmup = optim::warmup_steps(t.warmup, total_steps);
 
-    let eval_examples = || -> Result<_> {
-        let examples = BatchStream::eval_examples(&recipe.data, shared(&encoder))?;
-        Ok(examples.map(|e| e.map_err(anyhow::Error::from)))
-    };
+    let held_out = HeldOut::new(&recipe, encoder.clone());
     let has_eval = BatchStream::has_eval(&recipe.data);
-    let evaluate = |lm: &CausalLm| -> Result<f64> {
-        Ok(eval::evaluate_across(replicas, lm, eval_examples()?, recipe.data.seq_len)?.loss)
-    };
     if state.step == 0 && has_eval {
-        state.eval_before = Some(evaluate(&lm)?);
+        let scores = HeldOutScores::from(&held_out.evaluate(replicas, &lm)?);
+        state.eval_before = Some(scores.loss);
+        state.held_out_before = Some(scores);
     }
 
     // ── the loop ───────────────────────────────────────────────────────────────────────
@@ -215,6 +223,7 @@ fn run_replica(
     let bar = progress_bar(total_steps, state.step, writer);
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
+    let mut last_eval = None;
     while state.step < total_steps {
         let step_start = Instant::now();
         replicas.at_step(state.step);
@@ -270,14 +279,16 @@ fn run_replica(
         state.losses.push(loss);
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
 
-        let mut eval_loss = None;
+        let mut eval = None;
         if has_eval
             && t.eval_every > 0
             && (state.step % t.eval_every == 0 || state.step == total_steps)
         {
-            let loss = evaluate(&lm)?;
-            state.evals.push((state.step, loss));
-            eval_loss = Some(loss);
+            let scores = HeldOutScores::from(&held_out.evaluate(replicas, &lm)?);
+            bar.suspend(|| tracing::info!("step {}: held-out {scores}", state.step));
+            state.evals.push((state.step, scores.loss));
+            last_eval = Some((state.step, scores));
+            eval = Some(scores);
         }
         let line = StepMetrics {
             step: state.step,
@@ -287,7 +298,10 @@ fn run_replica(
             tokens: step_tokens,
             tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
             elapsed_s: state.elapsed_s,
-            eval_loss,
+            eval_loss: eval.map(|e| e.loss),
+            eval_bits_per_byte: eval.map(|e| e.bits_per_byte),
+            eval_chrf: eval.and_then(|e| e.chrf),
+            eval_bleu: eval.and_then(|e| e.bleu),
             allreduce_s: sums.allreduce_s,
         };
         writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
@@ -326,6 +340,8 @@ fn run_replica(
                 wall_s: state.elapsed_s,
                 eval_loss_before: None,
                 eval_loss_after: None,
+                eval_before: None,
+                eval_after: None,
                 finished: false,
                 writer,
             });
@@ -334,7 +350,13 @@ fn run_replica(
     bar.finish_and_clear();
 
     // ── save ───────────────────────────────────────────────────────────────────────────
-    let eval_loss_after = if has_eval { Some(evaluate(&lm)?) } else { None };
+    // The last step's eval, when it had one, is the eval after training.
+    let eval_after = match last_eval {
+        Some((step, scores)) if step == state.step => Some(scores),
+        _ if has_eval => Some(HeldOutScores::from(&held_out.evaluate(replicas, &lm)?)),
+        _ => None,
+    };
+    let eval_loss_after = eval_after.map(|e| e.loss);
     if writer {
         checkpoint::save(
             &out_dir,
@@ -346,7 +368,8 @@ fn run_replica(
             t.keep_checkpoints,
         )?;
         adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
-        plot::loss_curve(&out_dir.join("loss.png"), &state.losses, &state.evals)?;
+        let curves = plot::Curves::of_run(&out_dir, state.held_out_before.as_ref())?;
+        plot::write_training_plot(&out_dir, &curves)?;
     }
     Ok(Summary {
         out_dir,
@@ -355,6 +378,8 @@ fn run_replica(
         wall_s: state.elapsed_s,
         eval_loss_before: state.eval_before,
         eval_loss_after,
+        eval_before: state.held_out_before,
+        eval_after,
         finished: true,
         writer,
     })
