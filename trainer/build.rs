@@ -3,6 +3,8 @@
 //! `libtorch_cuda` dependency so CUDA is available when the wheel has it. Without
 //! `--no-as-needed` the linker drops `libtorch_cuda.so` (loam calls none of its symbols
 //! directly) and `tch::Cuda::is_available()` would always be false.
+//!
+//! It also compiles loam's own C++ (`csrc/`, one file per idea) against the same libtorch.
 use std::path::Path;
 
 fn main() {
@@ -15,4 +17,30 @@ fn main() {
     if Path::new(&lib_dir).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-ltorch_cuda,--pop-state");
     }
+    compile_against_libtorch(
+        "loam_autograd",
+        &["csrc/autograd_bridge.cpp"],
+        Path::new(&lib_dir),
+    );
+}
+
+/// Compiles C++ `sources` into the static library `name`, linked into loam, with libtorch's
+/// headers (the wheel's `include/` beside its `lib/`) and the wheel's C++ ABI.
+fn compile_against_libtorch(name: &str, sources: &[&str], lib_dir: &Path) {
+    let include = lib_dir.parent().unwrap_or(lib_dir).join("include");
+    for source in sources {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        // The PyPI torch wheels are built with the C++11 ABI (torch._C._GLIBCXX_USE_CXX11_ABI).
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(false)
+        .files(sources)
+        .compile(name);
 }

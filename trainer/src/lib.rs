@@ -7,10 +7,12 @@
 //!   loss, checkpoints and plot; `recipe`: the TOML that describes a run
 //! - `eval/`: held-out loss and perplexity; `generate`: text generation with a KV cache
 //! - `export/`: merged model directories and their model card; `gguf/`: GGUF import and export
+//! - `autograd`: differentiable operations whose backward is Rust (a small libtorch C++ bridge)
 //! - `runtime`: devices, dtypes, memory, libtorch failures; `fsutil`: atomic outputs
 //! - `cli`: the `loam` command line, a thin layer over the above
 
 pub mod adapter;
+pub mod autograd;
 pub mod cli;
 pub mod eval;
 pub mod export;
