@@ -8,6 +8,7 @@
 use std::path::Path;
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
     // Exported by torch-sys (`links = "tch"`), which found libtorch via LIBTORCH or
     // LIBTORCH_USE_PYTORCH.
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
@@ -18,7 +19,7 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-ltorch_cuda,--pop-state");
     }
     compile_against_libtorch(
-        "loam_autograd",
+        "loam_torch_ext",
         &["csrc/autograd_bridge.cpp"],
         Path::new(&lib_dir),
     );
