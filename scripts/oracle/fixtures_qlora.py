@@ -12,6 +12,7 @@ DIR (default $LOAM_FIXTURES or ~/.cache/loam/fixtures) must hold the model fixtu
   models/<name>-bnb-<type>/            tiny fixture models loaded with BitsAndBytesConfig and
                                        saved by transformers: published-style 4-bit directories
   expected/<name>-bnb-<type>/eval_text.json   loam's eval contract on them (f32 compute)
+  manifest.json "generate"             transformers' greedy generation on two of them
   train/<case>/                        3 QLoRA steps of PEFT + bitsandbytes on a 4-bit base
                                        (the layout of fixtures_train.py's cases)
   manifest.json
@@ -85,6 +86,10 @@ MODEL_CASES = [
     # an explicit skip list replaces transformers' default one, so lm_head is quantized too
     ("llama-gqa-bnb-nf4-skip", "llama-gqa", "nf4", True, "uint8", ["mlp.down_proj"]),
 ]
+
+# greedy generation on 4-bit models: (model, raw prompt)
+GENERATE = [("llama-gqa-bnb-nf4", "The quick brown fox"), ("qwen2-bnb-nf4", "Bore da, sut")]
+MAX_NEW_TOKENS = 12
 
 TRAIN_BASE = "llama-gqa-bnb-nf4"
 TRAIN_CASES = [
@@ -359,6 +364,35 @@ def build_models(out_dir: Path, tmp: Path, tok, texts) -> list[dict]:
     return entries
 
 
+def build_generations(tmp: Path, tok) -> list[dict]:
+    """transformers' greedy `generate` on saved 4-bit models, as `loam generate --raw
+    --json` reports it (new ids without the stop token)."""
+    import torch
+    from transformers import GenerationConfig
+
+    out = []
+    for name, prompt in GENERATE:
+        d = tmp / "qlora" / "models" / name
+        model = load_4bit(d)
+        gen = GenerationConfig.from_pretrained(d)
+        stop = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+        ids = tok(prompt)["input_ids"]
+        with torch.no_grad():
+            result = model.generate(torch.tensor([ids]), do_sample=False,
+                                    max_new_tokens=MAX_NEW_TOKENS, eos_token_id=stop,
+                                    pad_token_id=stop[0])
+        new = result[0, len(ids):].tolist()
+        stopped = bool(new) and new[-1] in stop
+        if stopped:
+            new = new[:-1]
+        out.append({"model": f"qlora/models/{name}", "prompt": prompt, "prompt_ids": ids,
+                    "ids": new, "stop": "stop_token" if stopped else "length",
+                    "max_new_tokens": MAX_NEW_TOKENS})
+        log(f"generate {name} {prompt!r}: {new}{' (stop token)' if stopped else ''}")
+        del model
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # QLoRA training steps (PEFT + bitsandbytes), in fixtures_train.py's case layout
 # ---------------------------------------------------------------------------------------
@@ -479,10 +513,12 @@ def build(out_dir: Path, tmp: Path, threads: int) -> None:
     texts = fixtures_models.read_text_parquet(out_dir / manifest["data"]["text"])
     tensors = build_tensors(tmp)
     models = build_models(out_dir, tmp, tok, texts)
+    generations = build_generations(tmp, tok)
     train = [train_case(c, tmp) for c in TRAIN_CASES]
     common.write_json(tmp / "qlora" / "manifest.json", {
         "generated_by": "scripts/oracle/fixtures_qlora.py", "versions": stamp_packages(),
         "tensors": [c["name"] for c in tensors], "models": models, "train": train,
+        "generate": generations,
     })
 
 

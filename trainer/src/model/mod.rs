@@ -35,8 +35,12 @@ pub fn load_with(
         spec.quantization = quant::Quantization::at_load(quantize, skip.to_vec());
     }
     let mut weights = Weights::open(dir)?;
-    CausalLm::load(spec, &mut weights, kind, device)
-        .with_context(|| format!("loading the model in {}", dir.display()))
+    let mut lm = CausalLm::load(spec, &mut weights, kind, device)
+        .with_context(|| format!("loading the model in {}", dir.display()))?;
+    if let Some(summary) = quant::summary(&mut lm) {
+        tracing::info!("{summary}");
+    }
+    Ok(lm)
 }
 
 #[cfg(test)]

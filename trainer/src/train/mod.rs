@@ -124,7 +124,8 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     let warmup = optim::warmup_steps(t.warmup, total_steps);
 
     // ── model + adapter ────────────────────────────────────────────────────────────────
-    let mut lm = model::load(&model_dir, kind, device)?;
+    let m = &recipe.model;
+    let mut lm = model::load_with(&model_dir, kind, device, m.quantize, &m.quantize_skip)?;
     let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
     let adapted = lm
         .linears_mut()

@@ -112,13 +112,40 @@ pub fn is_quantized(weights: &Weights, name: &str) -> bool {
     quant_state_key(weights, name).is_some()
 }
 
-/// Reads the 4-bit weight `name`, checked against `shape` (on the CPU).
-pub fn read(weights: &mut Weights, name: &str, shape: &[i64]) -> Result<Quantized4bit> {
+fn read_state(weights: &mut Weights, name: &str) -> Result<(QuantStateJson, QuantType, String)> {
     let (state_key, quant_type) = quant_state_key(weights, name)
         .with_context(|| format!("`{name}` is not 4-bit quantized"))?;
     let bytes: Vec<u8> = Vec::try_from(weights.load(&state_key)?.to_kind(Kind::Uint8).view([-1]))?;
     let state: QuantStateJson = serde_json::from_slice(&bytes)
         .with_context(|| format!("tensor `{state_key}` is not bitsandbytes' quant-state JSON"))?;
+    Ok((state, quant_type, state_key))
+}
+
+/// The shape and dtype of the 16-bit weight the 4-bit weight `name` was made from.
+pub fn original_shape_and_dtype(weights: &mut Weights, name: &str) -> Result<(Vec<i64>, Kind)> {
+    let (state, _, key) = read_state(weights, name)?;
+    let dtype = dtype_kind(&state.dtype)
+        .with_context(|| format!("tensor `{key}`: unknown dtype `{}`", state.dtype))?;
+    Ok((state.shape, dtype))
+}
+
+/// Is `name` one of the tensors bitsandbytes stores beside the 4-bit weight `weight`?
+pub fn is_quant_state_of(name: &str, weight: &str) -> bool {
+    name.strip_prefix(weight).is_some_and(|rest| {
+        [
+            ".absmax",
+            ".quant_map",
+            ".nested_absmax",
+            ".nested_quant_map",
+        ]
+        .contains(&rest)
+            || rest.starts_with(QUANT_STATE)
+    })
+}
+
+/// Reads the 4-bit weight `name`, checked against `shape` (on the CPU).
+pub fn read(weights: &mut Weights, name: &str, shape: &[i64]) -> Result<Quantized4bit> {
+    let (state, quant_type, state_key) = read_state(weights, name)?;
     let bad = |what: String| -> anyhow::Error {
         anyhow::anyhow!(
             "4-bit weight `{name}`: {what} (the checkpoint is damaged or not bitsandbytes' format)"

@@ -136,6 +136,37 @@ impl LinearWeight {
     }
 }
 
+/// "112 of 112 linears in 4 bits (nf4, double quantization): 522.3 MB", for the log;
+/// `None` when none is.
+pub fn summary(lm: &mut crate::model::CausalLm) -> Option<String> {
+    let q = lm.spec.quantization.clone()?;
+    let linears = lm.linears_mut();
+    let mut bytes = 0;
+    let mut count = 0;
+    for (_, linear) in &linears {
+        if let LinearWeight::Quantized(w) = &linear.weight {
+            bytes += w.nbytes();
+            count += 1;
+        }
+    }
+    Some(format!(
+        "{count} of {} linears in 4 bits ({}{}{}): {:.1} MB",
+        linears.len(),
+        q.quant_type.name(),
+        if q.double_quant {
+            ", double quantization"
+        } else {
+            ""
+        },
+        if q.pre_quantized {
+            ""
+        } else {
+            ", quantized at load"
+        },
+        bytes as f64 / 1e6
+    ))
+}
+
 /// The linear weight `name` (`…q_proj.weight`, `[out, in]` = `shape`) in `kind` on
 /// `device`: the checkpoint's 4-bit weight when it holds one, quantized here when
 /// `quantization` asks (the 16-bit weight is read a chunk at a time, cast to `kind` first
