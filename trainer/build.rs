@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
     // Exported by torch-sys (`links = "tch"`), which found libtorch via LIBTORCH or
     // LIBTORCH_USE_PYTORCH.
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {

@@ -95,6 +95,12 @@ pub fn attach_new(model: &mut CausalLm, cfg: &AdapterConfig, init: LoraInit) -> 
     let mut count = 0;
     for (path, linear) in model.linears_mut() {
         if cfg.target_modules.matches(&path) {
+            if init == LoraInit::Pissa && linear.weight.is_quantized() {
+                bail!(
+                    "lora.init = \"pissa\" rewrites the base weights, but `{path}` is 4-bit; \
+                     train PiSSA on the 16-bit model (model.quantize = \"none\"), or use lora.init = \"default\""
+                );
+            }
             let r = pattern_value(&cfg.rank_pattern, &path).unwrap_or(cfg.r);
             let alpha = pattern_value(&cfg.alpha_pattern, &path).unwrap_or(cfg.lora_alpha);
             let scale = lora::scale(r, alpha, cfg.use_rslora);
@@ -141,7 +147,7 @@ pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
                 weights_path.display()
             ),
         };
-        let (out, inp) = linear.weight.size2()?;
+        let (out, inp) = linear.weight.size2();
         let r = a.size()[0];
         if a.size() != [r, inp] || b.size() != [out, r] {
             bail!(

@@ -4,6 +4,7 @@
 
 use crate::adapter::Targets;
 use crate::lora::LoraInit;
+use crate::model::quant::Quantize;
 use anyhow::{bail, Context, Result};
 use loam_data::config::{check_data_keys, check_keys, explain_serde_error};
 use loam_data::DataConfig;
@@ -31,6 +32,13 @@ pub struct ModelSection {
     pub dtype: String,
     #[serde(default = "default_device")]
     pub device: String,
+    /// Quantize the base's linears to 4 bits at load (QLoRA): none | nf4 | fp4. A
+    /// bitsandbytes 4-bit checkpoint is 4-bit whatever this says.
+    #[serde(default)]
+    pub quantize: Quantize,
+    /// Modules `quantize` leaves in 16 bits (names or suffixes, as `llm_int8_skip_modules`).
+    #[serde(default)]
+    pub quantize_skip: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,7 +155,7 @@ fn default_device() -> String {
 }
 
 const SECTIONS: &[&str] = &["model", "lora", "data", "train", "output"];
-const MODEL_KEYS: &[&str] = &["path", "dtype", "device"];
+const MODEL_KEYS: &[&str] = &["path", "dtype", "device", "quantize", "quantize_skip"];
 const LORA_KEYS: &[&str] = &[
     "r", "alpha", "dropout", "targets", "rslora", "dora", "init", "from",
 ];
@@ -252,6 +260,12 @@ impl Recipe {
             bail!("train.warmup must be >= 0 (a fraction of the steps below 1, a number of steps from 1)");
         }
         crate::runtime::parse_dtype(&self.model.dtype).context("key model.dtype")?;
+        if l.init == LoraInit::Pissa && self.model.quantize != Quantize::None {
+            bail!(
+                "lora.init = \"pissa\" rewrites the base weights, which model.quantize makes \
+                 4-bit; use model.quantize = \"none\" with PiSSA, or lora.init = \"default\""
+            );
+        }
         Ok(())
     }
 }
@@ -330,6 +344,9 @@ mod tests {
             (16, 32.0, 4, 4)
         );
         assert_eq!(r.model.dtype, "bf16");
+        assert_eq!(r.model.quantize, Quantize::None);
+        let q = Recipe::parse(MINIMAL, &["model.quantize=nf4".into()]).unwrap();
+        assert_eq!(q.model.quantize, Quantize::Nf4);
     }
 
     #[test]
@@ -362,6 +379,8 @@ mod tests {
         assert!(err(MINIMAL, &["lora.r=0"]).contains("lora.r"));
         assert!(err(MINIMAL, &["train.micro_batch=\"four\""]).contains("micro_batch"));
         assert!(err(MINIMAL, &["model.dtype=f8"]).contains("f8"));
+        let e = err(MINIMAL, &["model.quantize=int8"]);
+        assert!(e.contains("int8") && e.contains("nf4"), "{e}");
         assert!(err(&MINIMAL.replace("steps = 10", ""), &[]).contains("train.steps"));
     }
 

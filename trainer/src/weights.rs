@@ -198,6 +198,8 @@ pub fn kind_of(dtype: Dtype) -> Option<Kind> {
         Dtype::F64 => Kind::Double,
         Dtype::I64 => Kind::Int64,
         Dtype::I32 => Kind::Int,
+        // bitsandbytes' packed 4-bit codes and scales (see model::quant::bnb)
+        Dtype::U8 => Kind::Uint8,
         _ => return None,
     })
 }

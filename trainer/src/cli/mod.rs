@@ -80,6 +80,10 @@ pub(crate) struct ModelArgs {
     /// auto | cpu | cuda | cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Quantize the linears to 4 bits at load: none | nf4 | fp4 (a bitsandbytes 4-bit
+    /// model is 4-bit anyway).
+    #[arg(long, default_value = "none", value_parser = crate::model::quant::Quantize::parse)]
+    quantize: crate::model::quant::Quantize,
 }
 
 impl ModelArgs {
@@ -88,7 +92,7 @@ impl ModelArgs {
         let kind = crate::runtime::parse_dtype(&self.dtype)?;
         let device = crate::runtime::parse_device(&self.device)?;
         let dir = crate::hub::resolve_model(&self.model)?;
-        let mut lm = crate::model::load(&dir, kind, device)?;
+        let mut lm = crate::model::load_with(&dir, kind, device, self.quantize, &[])?;
         if let Some(adapter_dir) = &self.adapter {
             crate::adapter::load(&mut lm, adapter_dir)?;
         }

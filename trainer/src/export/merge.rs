@@ -11,6 +11,8 @@ use crate::adapter::{self, AdapterConfig};
 use crate::export::model_card;
 use crate::fsutil;
 use crate::lora::{self, Lora};
+use crate::model::quant::bnb;
+use crate::model::ModelSpec;
 use crate::weights::{kind_of, Weights};
 use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
@@ -38,6 +40,9 @@ pub struct MergeOptions {
     pub shard_size: u64,
     /// Replace an existing output directory.
     pub force: bool,
+    /// The base is a bitsandbytes 4-bit model: merge onto its dequantized weights (the
+    /// result is a 16-bit model, never re-quantized).
+    pub onto_dequantized: bool,
 }
 
 pub struct MergeSummary {
@@ -48,11 +53,13 @@ pub struct MergeSummary {
     pub dtype: Kind,
 }
 
-/// One tensor of the base checkpoint, as its header describes it.
+/// One tensor of the base checkpoint, as its header describes it (a 4-bit weight as the
+/// 16-bit weight it dequantizes to).
 struct Entry {
     name: String,
     kind: Kind,
     shape: Vec<i64>,
+    quantized: bool,
 }
 
 /// Merges the adapter in `adapter_dir` into the model in `model_dir` (resolved; `model_arg`
@@ -71,6 +78,24 @@ pub fn merge(
         );
     }
     let cfg = adapter::read_config(adapter_dir)?;
+    let base_4bit = ModelSpec::from_model_dir(model_dir)?
+        .quantization
+        .is_some_and(|q| q.pre_quantized);
+    if base_4bit && !opts.onto_dequantized {
+        bail!(
+            "{} is a 4-bit (bitsandbytes) model. Merge onto the original 16-bit model instead: pass \
+             it as --model (an adapter trained on the 4-bit model fits it). Or add --onto-dequantized \
+             to merge onto the dequantized 4-bit weights (a 16-bit result that keeps their 4-bit rounding)",
+            model_dir.display()
+        );
+    }
+    if opts.onto_dequantized && !base_4bit {
+        bail!(
+            "--onto-dequantized merges onto a 4-bit model, but {} is not one (its config.json has no \
+             bitsandbytes quantization_config); drop the flag",
+            model_dir.display()
+        );
+    }
     let entries = list_tensors(model_dir)?;
     let adapters = read_adapter(adapter_dir, &cfg, &entries)?;
     let dtype = opts.dtype.unwrap_or_else(|| saved_dtype(&entries));
@@ -96,6 +121,7 @@ pub fn merge(
             adapter_dir,
             adapter: &cfg,
             dtype,
+            onto_dequantized: opts.onto_dequantized,
         })?;
         Ok(total)
     })();
@@ -155,7 +181,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
 /// by offset), read from the safetensors headers only.
 fn list_tensors(dir: &Path) -> Result<Vec<Entry>> {
     // Opening through `Weights` gives its clear errors for a missing or corrupt checkpoint.
-    Weights::open(dir)?;
+    let mut weights = Weights::open(dir)?;
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<PathBuf> = if index.exists() {
         let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index)?)?;
@@ -192,8 +218,25 @@ fn list_tensors(dir: &Path) -> Result<Vec<Entry>> {
                 )
             })?;
             let shape = info.shape.iter().map(|&d| d as i64).collect();
-            entries.push(Entry { name, kind, shape });
+            let quantized = bnb::is_quantized(&weights, &name);
+            entries.push(Entry {
+                name,
+                kind,
+                shape,
+                quantized,
+            });
         }
+    }
+    // A 4-bit weight stands for the 16-bit weight it dequantizes to; the tensors beside it
+    // are folded into it.
+    let quantized: Vec<String> = entries
+        .iter()
+        .filter(|e| e.quantized)
+        .map(|e| e.name.clone())
+        .collect();
+    entries.retain(|e| !quantized.iter().any(|w| bnb::is_quant_state_of(&e.name, w)));
+    for e in entries.iter_mut().filter(|e| e.quantized) {
+        (e.shape, e.kind) = bnb::original_shape_and_dtype(&mut weights, &e.name)?;
     }
     Ok(entries)
 }
@@ -367,7 +410,11 @@ fn write_shards(
         };
         let mut tensors = Vec::with_capacity(shard.len());
         for e in shard {
-            let base = weights.load(&e.name)?;
+            let base = if e.quantized {
+                bnb::read(&mut weights, &e.name, &e.shape)?.dequantize(Kind::Float)
+            } else {
+                weights.load(&e.name)?
+            };
             let tensor = match adapters.get(&e.name) {
                 Some(lora) => lora.merged_weight(&base),
                 None => base,
@@ -458,6 +505,8 @@ fn write_config(model_dir: &Path, dtype: Kind, out: &Path) -> Result<()> {
     for key in keys {
         obj.insert(key.to_string(), name.into());
     }
+    // Merged weights are 16-bit: a 4-bit base's quantization_config no longer applies.
+    obj.remove("quantization_config");
     std::fs::write(
         out.join("config.json"),
         serde_json::to_string_pretty(&config)? + "\n",
@@ -494,6 +543,7 @@ mod tests {
             name: name.into(),
             kind: Kind::Float,
             shape: vec![n],
+            quantized: false,
         };
         let entries = [e("a", 10), e("b", 10), e("c", 100), e("d", 5)];
         let shards = plan_shards(&entries, Kind::Float, 80);

@@ -8,6 +8,7 @@
 //! `checkpoints/step-N/state.json`; the card uses whichever of them exist beside the adapter.
 
 use crate::adapter::{AdapterConfig, Targets};
+use crate::model::quant::Quantize;
 use crate::recipe::Recipe;
 use crate::train::held_out::HeldOutScores;
 use crate::train::plot::{self, Curves};
@@ -25,6 +26,8 @@ pub struct CardInput<'a> {
     pub adapter_dir: &'a Path,
     pub adapter: &'a AdapterConfig,
     pub dtype: Kind,
+    /// The base is 4-bit and the adapter was merged onto its dequantized weights.
+    pub onto_dequantized: bool,
 }
 
 /// What the training run beside the adapter left, if anything.
@@ -45,11 +48,13 @@ pub fn write(input: &CardInput) -> Result<()> {
     let run = read_run(input.adapter_dir);
     let base_readme =
         std::fs::read_to_string(input.model_dir.join("README.md")).unwrap_or_default();
+    let trained_on_4bit = trained_on_4bit(input.adapter, &run);
+    // A QLoRA adapter merged onto the 16-bit model: that model is the base of the result.
     let base_model = input
         .adapter
         .base_model_name_or_path
         .clone()
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && (trained_on_4bit.is_none() || input.onto_dequantized))
         .unwrap_or_else(|| input.model_arg.to_string());
     let cfg = input.adapter;
 
@@ -78,6 +83,9 @@ pub fn write(input: &CardInput) -> Result<()> {
     if cfg.use_rslora {
         tags.push("rslora");
     }
+    if trained_on_4bit.is_some() || input.onto_dequantized {
+        tags.push("qlora");
+    }
     yaml_list(
         &mut yaml,
         "tags",
@@ -102,6 +110,22 @@ pub fn write(input: &CardInput) -> Result<()> {
          `AutoModelForCausalLM.from_pretrained(\"<this dir>\")`.\n",
         crate::export::merge::torch_dtype_name(input.dtype)
     )?;
+    if input.onto_dequantized {
+        writeln!(
+            md,
+            "Merged onto the **dequantized 4-bit weights** of `{}` (bitsandbytes 4-bit, decoded \
+             to f32, the adapter added): a 16-bit model that keeps the 4-bit rounding of its base. \
+             It was not quantized again.\n",
+            input.model_arg
+        )?;
+    } else if let Some(quantized) = &trained_on_4bit {
+        writeln!(
+            md,
+            "The adapter was trained on a 4-bit base (QLoRA: {quantized}) and is merged here onto \
+             the original 16-bit weights of `{}`.\n",
+            input.model_arg
+        )?;
+    }
     writeln!(md, "## Adapter\n")?;
     writeln!(md, "| | |\n|---|---|")?;
     writeln!(
@@ -175,6 +199,30 @@ pub fn write(input: &CardInput) -> Result<()> {
     }
     std::fs::write(input.out.join("README.md"), md)
         .with_context(|| format!("cannot write {}", input.out.join("README.md").display()))
+}
+
+/// The 4-bit base the adapter was trained on, described, if it was: the run's recipe
+/// quantized its model at load or named a 4-bit model, or the adapter's
+/// `base_model_name_or_path` is a 4-bit model found here.
+fn trained_on_4bit(adapter: &AdapterConfig, run: &Run) -> Option<String> {
+    let is_4bit = |path: &str| {
+        crate::hub::resolve_model(path)
+            .ok()
+            .and_then(|dir| crate::model::ModelSpec::from_model_dir(&dir).ok())
+            .is_some_and(|spec| spec.quantization.is_some_and(|q| q.pre_quantized))
+    };
+    if let Some(recipe) = &run.recipe {
+        let m = &recipe.model;
+        if m.quantize != Quantize::None {
+            let name = serde_json::to_value(m.quantize).ok()?.as_str()?.to_string();
+            return Some(format!("`{}` quantized to {name} at load", m.path));
+        }
+        if is_4bit(&m.path) {
+            return Some(format!("`{}`", m.path));
+        }
+    }
+    let base = adapter.base_model_name_or_path.as_deref()?;
+    is_4bit(base).then(|| format!("`{base}`"))
 }
 
 /// Reads the `loam train` run around `adapter_dir` (`<run>/adapter`); missing parts are skipped.

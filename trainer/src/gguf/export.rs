@@ -52,6 +52,13 @@ pub fn export(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> Result
     };
     let spec = ModelSpec::from_model_dir(model_dir)?;
     let arch = architecture(&spec, model_dir)?;
+    if spec.quantization.as_ref().is_some_and(|q| q.pre_quantized) {
+        bail!(
+            "{} is a bitsandbytes 4-bit model; GGUF export reads 16-bit weights. Export the \
+             16-bit model it came from, or first `loam merge --onto-dequantized` (with an adapter)",
+            model_dir.display()
+        );
+    }
     let modelfile = out.with_file_name("Modelfile");
     for path in [out, modelfile.as_path()] {
         if path.exists() && !force {

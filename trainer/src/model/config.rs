@@ -67,6 +67,9 @@ pub struct ModelSpec {
     pub sliding_window: Option<i64>,
     /// The dtype the checkpoint was saved in (`torch_dtype`, or `dtype` in transformers 5).
     pub saved_dtype: Option<String>,
+    /// 4-bit linears: as `quantization_config` says the checkpoint holds them, or asked for
+    /// at load ([`super::load_with`]).
+    pub quantization: Option<super::quant::Quantization>,
 }
 
 /// `config.json` as transformers writes it: the v4 layout (`rope_theta`, `rope_scaling`)
@@ -100,6 +103,7 @@ struct HfConfig {
     use_sliding_window: bool,
     torch_dtype: Option<String>,
     dtype: Option<String>,
+    quantization_config: Option<serde_json::Value>,
 }
 
 fn default_rms_norm_eps() -> f64 {
@@ -221,6 +225,11 @@ impl ModelSpec {
             qk_norm,
             sliding_window,
             saved_dtype: cfg.dtype.or(cfg.torch_dtype),
+            quantization: cfg
+                .quantization_config
+                .as_ref()
+                .map(super::quant::bnb::parse_quantization_config)
+                .transpose()?,
         })
     }
 }

@@ -5,6 +5,7 @@
 
 use super::attention::{self, AttentionMask, AttentionShape};
 use super::config::ModelSpec;
+use super::quant::{self, LinearWeight, Quantization};
 use super::rope::{self, Rope};
 use crate::lora::Lora;
 use crate::weights::Weights;
@@ -34,8 +35,8 @@ impl Positions {
 }
 
 pub struct Linear {
-    /// `[out, in]`, as in the checkpoint; frozen.
-    pub weight: Tensor,
+    /// `[out, in]`, as in the checkpoint (dense or 4-bit); frozen.
+    pub weight: LinearWeight,
     pub bias: Option<Tensor>,
     /// The trainable adapter, when this linear is a LoRA target.
     pub lora: Option<Lora>,
@@ -43,7 +44,7 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = x.linear(&self.weight, self.bias.as_ref());
+        let out = self.weight.linear(x, self.bias.as_ref());
         match &self.lora {
             Some(lora) => lora.forward(x, &self.weight, self.bias.as_ref(), out, train),
             None => out,
@@ -208,6 +209,7 @@ impl CausalLm {
             kind,
             device,
             eps: spec.rms_norm_eps,
+            quantization: spec.quantization.clone(),
         };
         let (hidden, inter) = (spec.hidden_size, spec.intermediate_size);
         let (q_dim, kv_dim) = (
@@ -499,15 +501,23 @@ struct Loader<'a> {
     kind: Kind,
     device: Device,
     eps: f64,
+    quantization: Option<Quantization>,
 }
 
 impl Loader<'_> {
     fn tensor(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
-        self.weights.get(name, shape, self.kind, self.device)
+        quant::load_dense(self.weights, name, shape, self.kind, self.device)
     }
 
     fn linear(&mut self, prefix: &str, out: i64, inp: i64, bias: bool) -> Result<Linear> {
-        let weight = self.tensor(&format!("{prefix}.weight"), &[out, inp])?;
+        let weight = quant::load_linear(
+            self.weights,
+            &format!("{prefix}.weight"),
+            &[out, inp],
+            self.kind,
+            self.device,
+            self.quantization.as_ref(),
+        )?;
         let bias = if bias {
             Some(self.tensor(&format!("{prefix}.bias"), &[out])?)
         } else {

@@ -167,7 +167,8 @@ fn run_replica(
     };
 
     // ── model + adapter ────────────────────────────────────────────────────────────────
-    let mut lm = model::load(&model_dir, kind, device)?;
+    let m = &recipe.model;
+    let mut lm = model::load_with(&model_dir, kind, device, m.quantize, &m.quantize_skip)?;
     let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
     let adapted = lm
         .linears_mut()

@@ -1,7 +1,8 @@
 //! The training step against PEFT + torch (scripts/oracle/fixtures_train.py): the same base,
 //! the same PEFT adapter (non-zero B), the same batches (one of them packed with two
 //! documents). Loss, every adapter gradient, and the adapter after 3 AdamW steps with
-//! warmup, weight decay and clipping must equal PEFT's within 1e-5 relative. PiSSA starts
+//! warmup, weight decay and clipping must equal PEFT's within 1e-5 relative (also on a
+//! bitsandbytes 4-bit base, against PEFT + bitsandbytes). PiSSA starts
 //! from loam's own SVD init instead (compared to PEFT's), and its saved adapter must equal
 //! PEFT's conversion to a plain rank-2r LoRA.
 
@@ -194,18 +195,23 @@ fn named_grads(lm: &mut model::CausalLm) -> Vec<(String, Tensor)> {
 }
 
 fn cases() -> Vec<std::path::PathBuf> {
-    let root = fixtures().join("train");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+    let dirs = cases_in(&fixtures().join("train"));
+    assert!(
+        dirs.len() >= 4,
+        "expected the lora, rslora, dora and pissa cases in {}/train",
+        fixtures().display()
+    );
+    dirs
+}
+
+/// The case directories under `root` (those with a `case.json`), sorted.
+fn cases_in(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(root)
         .unwrap_or_else(|_| panic!("{} missing: run scripts/oracle/build.sh", root.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("case.json").exists())
         .collect();
     dirs.sort();
-    assert!(
-        dirs.len() >= 4,
-        "expected the lora, rslora, dora and pissa cases in {}",
-        root.display()
-    );
     dirs
 }
 
@@ -219,6 +225,21 @@ fn training_steps_match_peft_lora_rslora_dora_and_pissa() {
 #[test]
 fn activation_checkpointing_gives_the_same_gradients() {
     for case in cases() {
+        run_case(&case, true);
+    }
+}
+
+/// QLoRA: LoRA and DoRA on a bitsandbytes 4-bit base (scripts/oracle/fixtures_qlora.py),
+/// against PEFT + bitsandbytes in f32 compute, with and without activation checkpointing.
+#[test]
+fn qlora_training_steps_match_peft_and_bitsandbytes() {
+    let cases = cases_in(&fixtures().join("qlora/train"));
+    assert!(
+        cases.len() >= 2,
+        "expected the qlora-lora and qlora-dora cases"
+    );
+    for case in cases {
+        run_case(&case, false);
         run_case(&case, true);
     }
 }
