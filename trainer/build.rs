@@ -6,6 +6,7 @@
 //!
 //! It also compiles loam's C++ shims (`csrc/`, one file per idea) against the wheel's headers:
 //! `autograd_bridge.cpp`, differentiable operations whose backward is Rust (`crate::autograd`);
+//! `dequantize_4bit.cpp`, the fused CPU kernel for 4-bit weights (`model::quant::nf4`);
 //! `c10d_shim.cpp`, the C ABI over libtorch's c10d (TCPStore, ProcessGroupGloo, and
 //! ProcessGroupNCCL when their headers are found; `loam --version` names what was built).
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ fn main() {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     compile_cpp("autograd_bridge", &torch, &[], &[]);
+    compile_cpp("dequantize_4bit", &torch, &[], &[]);
     build_c10d_shim(&torch, &lib_dir, has_cuda);
 }
 

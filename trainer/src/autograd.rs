@@ -89,18 +89,23 @@ where
         )
     };
     if !error.is_null() {
-        // SAFETY: a NUL-terminated message from the C++ side, freed by it.
-        let msg = unsafe { CStr::from_ptr(error) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { loam_autograd_free(error) };
-        panic!("custom autograd function: {msg}");
+        panic!("custom autograd function: {}", take_message(error));
     }
     attached
         .into_iter()
         // SAFETY: fresh `at::Tensor*` allocated with `new`, as tch's own tensors are.
         .map(|p| unsafe { Tensor::from_ptr(p) })
         .collect()
+}
+
+/// The text of a message loam's C++ returned (`malloc`'d, NUL-terminated), freed.
+pub(crate) fn take_message(msg: *mut c_char) -> String {
+    // SAFETY: a NUL-terminated string from trainer/csrc, freed with the matching `free`.
+    let text = unsafe { CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { loam_autograd_free(msg) };
+    text
 }
 
 struct Backward<B> {

@@ -17,6 +17,7 @@
 
 use super::double_quant::NestedAbsmax;
 use tch::{Device, Kind, Tensor};
+use torch_sys::C_tensor;
 
 /// Elements per absmax block: bitsandbytes' and transformers' default.
 pub const BLOCKSIZE: i64 = 64;
@@ -208,9 +209,52 @@ impl Quantized4bit {
     }
 
     /// The weight in `kind`: `code[q] · absmax` in f32, then cast, as bitsandbytes'
-    /// `dequantize_4bit` with `dtype = kind`. Built a chunk of blocks at a time.
+    /// `dequantize_4bit` with `dtype = kind`. On the CPU one fused pass
+    /// (trainer/csrc/dequantize_4bit.cpp); elsewhere libtorch ops, a chunk of blocks at a time.
     pub fn dequantize(&self, kind: Kind) -> Tensor {
         let _guard = tch::no_grad_guard();
+        if self.device() == Device::Cpu && matches!(kind, Kind::Float | Kind::BFloat16 | Kind::Half)
+        {
+            return self.dequantize_cpu(kind);
+        }
+        self.dequantize_ops(kind)
+    }
+
+    fn dequantize_cpu(&self, kind: Kind) -> Tensor {
+        extern "C" {
+            fn loam_dequantize_4bit(
+                packed: *const C_tensor,
+                absmax: *const C_tensor,
+                code: *const C_tensor,
+                blocksize: i64,
+                out: *mut C_tensor,
+            ) -> *mut std::ffi::c_char;
+        }
+        let (packed, absmax, code) = (
+            self.packed.contiguous(),
+            self.absmax.values().to_kind(Kind::Float).contiguous(),
+            self.code.to_kind(Kind::Float).contiguous(),
+        );
+        let mut out = Tensor::empty(self.shape.as_slice(), (kind, Device::Cpu));
+        // SAFETY: live tensors; the kernel checks dtypes, sizes and layout before it reads or
+        // writes, and returns a message instead of throwing.
+        let error = unsafe {
+            loam_dequantize_4bit(
+                packed.as_ptr(),
+                absmax.as_ptr(),
+                code.as_ptr(),
+                self.blocksize,
+                out.as_mut_ptr(),
+            )
+        };
+        if !error.is_null() {
+            panic!("{}", crate::autograd::take_message(error));
+        }
+        out
+    }
+
+    /// [`Self::dequantize`] with libtorch ops (any device).
+    fn dequantize_ops(&self, kind: Kind) -> Tensor {
         let n = self.numel();
         let bs = self.blocksize;
         let absmax = self.absmax.values();
@@ -313,6 +357,24 @@ fn pack_pairs(codes: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused CPU kernel and the libtorch-op path (other devices) agree bit for bit.
+    #[test]
+    fn fused_cpu_dequantization_equals_the_op_path() {
+        tch::manual_seed(4);
+        let w = Tensor::randn([37, 29], (Kind::Float, Device::Cpu)) * 3.0;
+        for (quant_type, double) in [(QuantType::Nf4, true), (QuantType::Fp4, false)] {
+            let q = Quantized4bit::quantize(&w, quant_type, BLOCKSIZE, double);
+            for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+                let (fused, ops) = (q.dequantize_cpu(kind), q.dequantize_ops(kind));
+                assert_eq!(fused.size(), ops.size());
+                let bits = |t: &Tensor| {
+                    Vec::<u8>::try_from(t.contiguous().view_dtype(Kind::Uint8).view([-1])).unwrap()
+                };
+                assert!(bits(&fused) == bits(&ops), "{quant_type:?} {kind:?}");
+            }
+        }
+    }
 
     #[test]
     fn code_tables_are_bitsandbytes_tables() {
