@@ -122,7 +122,10 @@ impl Weights {
         self.taken.insert(name.to_string());
         let data = view.data();
         let tensor = match convert {
-            Some(to) if to != kind && data.as_ptr() as usize % kind.elt_size_in_bytes() == 0 => {
+            Some(to)
+                if to != kind
+                    && (data.as_ptr() as usize).is_multiple_of(kind.elt_size_in_bytes()) =>
+            {
                 // SAFETY: `data` is a live, aligned view of the mapping holding `shape` values
                 // of `kind`; the blob tensor is only read by the conversion, which copies.
                 let blob =
