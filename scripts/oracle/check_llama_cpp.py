@@ -13,6 +13,12 @@ Chinese, emoji, code, special tokens; plus a few longer sentences):
   - llama.cpp's next-token logits (logits_all) have the same argmax as transformers' f32
     model at >= 97% of all positions.
 
+LongRoPE (Phi-3): transformers picks the short or long factors by the length of the
+sequence, llama.cpp by its context size (a multiple of 256). For such a model each text is
+run in a context of its length rounded up to 256, so the two choose alike whenever
+`original_max_position_embeddings` is a multiple of 256, and texts longer than that length
+are added, so that the long factors are checked too.
+
 Prints the measured agreement; exits 0 when both hold, 1 otherwise (every mismatch printed).
 """
 
@@ -41,6 +47,19 @@ PROSE = [
     "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
 ]
 TEXTS = [t for t in DATA_TEXTS if t] + PROSE
+CTX_STEP = 256  # llama.cpp rounds n_ctx up to this
+
+
+def longrope_original(model_dir: Path) -> int | None:
+    """`original_max_position_embeddings` of a LongRoPE model, else None."""
+    import json
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type")) not in ("longrope", "su"):
+        return None
+    return int(cfg.get("original_max_position_embeddings") or rope["original_max_position_embeddings"])
 
 
 def main() -> int:
@@ -59,14 +78,31 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     ref = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
-    llm = Llama(model_path=str(args.gguf), n_ctx=512, n_batch=512, n_ubatch=512,
-                logits_all=True, n_threads=args.threads, n_threads_batch=args.threads,
-                n_gpu_layers=0, seed=0, verbose=False)
+    contexts = {}
+
+    def llama(n_ctx: int):
+        if n_ctx not in contexts:
+            contexts[n_ctx] = Llama(model_path=str(args.gguf), n_ctx=n_ctx, n_batch=n_ctx,
+                                    n_ubatch=n_ctx, logits_all=True, n_threads=args.threads,
+                                    n_threads_batch=args.threads, n_gpu_layers=0, seed=0,
+                                    verbose=False)
+        return contexts[n_ctx]
+
+    original = longrope_original(args.model_dir)
+    texts = list(TEXTS)
+    if original is not None:
+        # enough prose to run past the original length by a few dozen tokens
+        long = " ".join(PROSE)
+        while len(tok(long)["input_ids"]) <= original + 32:
+            long += " " + " ".join(PROSE)
+        texts.append(long)
 
     errors = []
     agree = total = 0
-    for text in TEXTS:
+    for text in texts:
         want = tok(text)["input_ids"]
+        n_ctx = 512 if original is None else -(-len(want) // CTX_STEP) * CTX_STEP
+        llm = llama(n_ctx)
         got = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if got != want:
             errors.append(f"tokens differ on {text[:40]!r}:\n  llama.cpp    {got}\n  transformers {want}")
@@ -79,10 +115,13 @@ def main() -> int:
             theirs = ref(torch.tensor([want])).logits[0].numpy()
         agree += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
         total += len(want)
-    llm.close()  # now, not in __del__ at interpreter exit (which prints a spurious error)
+    for llm in contexts.values():
+        llm.close()  # now, not in __del__ at interpreter exit (which prints a spurious error)
     rate = agree / total if total else 0.0
-    print(f"llama.cpp {llm_version()}: tokenization identical on {len(TEXTS) - len(errors)}/{len(TEXTS)} "
-          f"texts; top-1 agreement with transformers {rate:.4f} ({agree}/{total} positions)")
+    longest = max(len(tok(t)["input_ids"]) for t in texts)
+    print(f"llama.cpp {llm_version()}: tokenization identical on {len(texts) - len(errors)}/{len(texts)} "
+          f"texts (longest {longest} tokens); top-1 agreement with transformers {rate:.4f} "
+          f"({agree}/{total} positions)")
     if total and rate < args.min_agreement:
         errors.append(f"top-1 agreement {rate:.4f} < {args.min_agreement}")
     if errors:

@@ -89,6 +89,37 @@ pub fn assert_mentions(text: &str, needles: &[&str], what: &str) {
     }
 }
 
+/// Runs `scripts/oracle/<script> ARGS` with the oracle Python, which must succeed; returns
+/// the JSON objects it printed, one per line.
+pub fn oracle(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    oracle_report(script, args)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Runs `scripts/oracle/<script> ARGS`, which must succeed (its whole output is the failure
+/// message otherwise); returns its stdout, also echoed to stderr for the test log.
+pub fn oracle_report(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/oracle")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run the oracle python");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{report}\n{}",
+        stderr(&out)
+    );
+    eprintln!("{}", report.trim());
+    report
+}
+
 /// A fresh, empty directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("loam-test-{name}-{}", std::process::id()));
@@ -97,9 +128,38 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The fixture root of the families beyond Llama/Mistral/Qwen
+/// (scripts/oracle/fixtures_families.py), laid out like [`fixtures`].
+pub fn families() -> PathBuf {
+    let dir = fixtures().join("families");
+    assert!(
+        dir.join("manifest.json").exists(),
+        "family fixtures missing in {}: run scripts/oracle/build.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// A model of [`families`].
+pub fn family_model(name: &str) -> PathBuf {
+    families().join("models").join(name)
+}
+
+/// The `models` of [`families`]' manifest.
+pub fn family_manifest() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(families().join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    manifest["models"].as_array().unwrap().clone()
+}
+
 /// A small but complete training recipe on the tiny fixture model `base`: dropout, shuffle,
 /// packing and gradient accumulation all on, an eval split, checkpoints every 2 steps.
 pub fn write_recipe(dir: &Path, base: &str) -> PathBuf {
+    write_recipe_for(dir, &fixtures().join("models").join(base))
+}
+
+/// [`write_recipe`] for the model directory `model`.
+pub fn write_recipe_for(dir: &Path, model: &Path) -> PathBuf {
     let f = fixtures();
     let recipe = format!(
         r#"
@@ -130,7 +190,7 @@ warmup = 1
 checkpoint_every = 2
 eval_every = 3
 "#,
-        model = f.join("models").join(base).display(),
+        model = model.display(),
         data = f.join("data/text.parquet").display(),
     );
     let path = dir.join("recipe.toml");

@@ -48,7 +48,7 @@ pub fn evaluate(
             &input_ids,
             &Positions::contiguous(1, n as i64, model.device),
         );
-        let (sum, count) = next_token_nll_sum(&hidden, &model.lm_head, &labels, DEFAULT_CHUNK);
+        let (sum, count) = next_token_nll_sum(&hidden, &model.head(), &labels, DEFAULT_CHUNK);
         nll += sum.to_kind(Kind::Double).double_value(&[]);
         tokens += count;
         bar.set_message(format!("loss {:.4}", nll / tokens.max(1) as f64));
