@@ -92,9 +92,14 @@ pub fn generate(
     let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(sampling.seed);
     let _guard = tch::no_grad_guard();
     let mut cache = KvCache::new(lm);
-    let mut input: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
+    let mut seen: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
+    let mut input = seen.clone();
     let mut out = Vec::new();
     while out.len() < max_new_tokens {
+        if lm.needs_recompute(cache.len, input.len() as i64) {
+            cache = KvCache::new(lm);
+            input = seen.clone();
+        }
         let ids = Tensor::from_slice(&input).to_device(lm.device).unsqueeze(0);
         let next = sampling.pick(&lm.next_token_logits(&ids, &mut cache)?, &mut rng) as u32;
         if stop_ids.contains(&next) {
@@ -102,6 +107,7 @@ pub fn generate(
         }
         out.push(next);
         on_token(next)?;
+        seen.push(next as i64);
         input = vec![next as i64];
     }
     Ok((out, Stop::Length))

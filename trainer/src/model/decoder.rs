@@ -479,6 +479,24 @@ impl CausalLm {
 }
 
 impl CausalLm {
+    /// LongRoPE picks its long factors once a pass reaches past the original length, so the
+    /// keys a cache holds from before are rotated with the short ones. Generation then runs
+    /// the whole sequence again, as transformers does (Phi-3's `prepare_inputs_for_generation`
+    /// drops the cache at that step): `true` when a step of `new` tokens after `cached` ones
+    /// is that step.
+    pub fn needs_recompute(&self, cached: i64, new: i64) -> bool {
+        match &self.spec.rope_scaling {
+            super::config::RopeScaling::LongRope {
+                original_max_position_embeddings: original,
+                ..
+            } => {
+                let original = *original as i64;
+                cached > 0 && cached <= original && cached + new > original
+            }
+            _ => false,
+        }
+    }
+
     /// Generation: the f32 logits `[vocab]` after the last token of `input_ids` `[1, T]`,
     /// given the tokens `cache` has seen, which then holds these too. The first call takes
     /// the whole prompt; later calls one token each.
