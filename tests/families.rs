@@ -420,12 +420,15 @@ fn llama_cpp_computes_what_transformers_computes_on_the_f16_exports() {
         .collect();
     models.push(("qwen3".into(), model("qwen3")));
     for (name, src) in models {
-        let file = dir.join(format!("{name}.f16.gguf"));
+        // one directory each: export writes a Modelfile beside the GGUF
+        let file = dir.join(&name).join("model.f16.gguf");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         assert_success(
             &gguf_export(&src, &file, "f16"),
             &format!("loam gguf export {name}"),
         );
-        oracle_report("check_llama_cpp.py", &[s(&file), s(&src)]);
+        let report = oracle_report("check_llama_cpp.py", &[s(&file), s(&src)]);
+        println!("{name}: {}", report.trim());
         checked.push(name);
     }
     for family in [
@@ -460,5 +463,73 @@ fn a_directory_named_phi3_does_not_change_what_llama_cpp_does() {
     let file = dir.join("phi3.gguf");
     assert_success(&gguf_export(&copy, &file, "f16"), "loam gguf export");
     oracle_report("check_llama_cpp.py", &[s(&file), s(&copy)]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Gemma 1/2's chat template has no system role and raises on one: `loam eval` of a chat
+/// dataset stops with one error naming the file, the row and what to do.
+#[test]
+fn a_gemma_template_refuses_a_system_message_naming_the_row_and_the_fix() {
+    let dir = temp_dir("families-gemma-system");
+    let model_dir = dir.join("gemma");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for entry in std::fs::read_dir(family_model("gemma")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model_dir.join(entry.file_name())).unwrap();
+    }
+    // The tiny model keeps SmolLM2's tokens; only the template is Gemma's.
+    let gemma = read_json(&fixtures().join("templates/gemma/tokenizer_config.json"));
+    let config_path = model_dir.join("tokenizer_config.json");
+    let mut config = read_json(&config_path);
+    config["chat_template"] = gemma["chat_template"].clone();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let _ = std::fs::remove_file(model_dir.join("chat_template.jinja"));
+    let data = dir.join("chat.parquet");
+    let script = format!(
+        "import pyarrow as pa, pyarrow.parquet as pq\n\
+         m = lambda r, c: {{'role': r, 'content': c}}\n\
+         rows = [[m('user', 'Hi'), m('assistant', 'Hello')],\n\
+                 [m('system', 'Be brief.'), m('user', 'Hi'), m('assistant', 'Hello')]]\n\
+         pq.write_table(pa.table({{'messages': rows}}), {:?})\n",
+        s(&data)
+    );
+    let out = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_success(&out, "writing the chat parquet");
+    let out = loam(&[
+        "eval",
+        "--model",
+        s(&model_dir),
+        "--data",
+        s(&data),
+        "--format",
+        "chat",
+        "--column",
+        "messages",
+        "--dtype",
+        "f32",
+        "--device",
+        "cpu",
+    ]);
+    // (stderr also carries a warning first: SmolLM2's tokens have no special end of turn)
+    let err = stderr(&out);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_mentions(
+        line,
+        &[
+            "chat.parquet",
+            "row 1",
+            "System role not supported",
+            "remove the system messages",
+            "data.chat_template",
+        ],
+        "the error",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -863,6 +863,54 @@ mod tests {
         assert!(err.contains("short_factor"), "{err}");
     }
 
+    /// microsoft/Phi-4-mini-instruct's config.json (its keys loam reads; the factor lists
+    /// shortened to their 48 entries' shape): partial rotary 0.75 of 128, LongRoPE from 4096.
+    #[test]
+    fn phi4_mini_config() {
+        let factors = format!("[{}]", vec!["1.5"; 48].join(", "));
+        let s = format!(
+            r#"{{"architectures": ["Phi3ForCausalLM"], "hidden_size": 3072,
+            "intermediate_size": 8192, "num_hidden_layers": 32, "num_attention_heads": 24,
+            "num_key_value_heads": 8, "max_position_embeddings": 131072,
+            "original_max_position_embeddings": 4096, "partial_rotary_factor": 0.75,
+            "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": true,
+            "vocab_size": 200064, "rms_norm_eps": 1e-05, "resid_pdrop": 0.0,
+            "rope_scaling": {{"type": "longrope", "long_factor": {factors},
+                              "short_factor": {factors}}}}}"#
+        );
+        let spec = ModelSpec::from_json(&s).unwrap();
+        assert_eq!((spec.head_dim, spec.rotary_dim), (128, 96));
+        assert_eq!(spec.uniform_window(), Some(262144));
+        let RopeScaling::LongRope {
+            attention_factor, ..
+        } = spec.rope_scaling
+        else {
+            panic!()
+        };
+        // √(1 + ln 32 / ln 4096)
+        assert!(
+            (attention_factor - 1.190_238_071).abs() < 1e-9,
+            "{attention_factor}"
+        );
+    }
+
+    /// HuggingFaceTB/SmolLM3-3B's config.json: NoPE on every 4th of 36 layers.
+    #[test]
+    fn smollm3_3b_config() {
+        let s = r#"{"architectures": ["SmolLM3ForCausalLM"], "hidden_size": 2048,
+            "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 4,
+            "intermediate_size": 11008, "vocab_size": 128256, "max_position_embeddings": 65536,
+            "rope_theta": 5000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": true,
+            "no_rope_layer_interval": 4,
+            "no_rope_layers": [1,1,1,0,1,1,1,0,1,1,1,0,1,1,1,0,1,1,1,0,1,1,1,0,1,1,1,0,1,1,1,0,1,1,1,0]}"#;
+        let spec = ModelSpec::from_json(s).unwrap();
+        let nope: Vec<usize> = (0..36)
+            .filter(|&i| spec.layers[i].rotary == LayerRotary::None)
+            .collect();
+        assert_eq!(nope, [3, 7, 11, 15, 19, 23, 27, 31, 35]);
+        assert_eq!((spec.head_dim, spec.rope_theta), (128, 5e6));
+    }
+
     #[test]
     fn smollm3_nope_layers_from_the_list_or_the_interval() {
         let base = r#"{"architectures": ["SmolLM3ForCausalLM"], "num_hidden_layers": 4"#;
