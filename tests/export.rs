@@ -50,28 +50,7 @@ fn loam_loss(model: &Path, adapter: Option<&Path>) -> f64 {
 
 /// `loam eval --json` (loss, predicted tokens), as [`loam_loss`].
 fn loam_eval(model: &Path, adapter: Option<&Path>) -> (f64, u64) {
-    let data = text_data();
-    let mut args = vec![
-        "eval",
-        "--model",
-        s(model),
-        "--data",
-        s(&data),
-        "--seq-len",
-        "64",
-        "--json",
-        "--dtype",
-        "f32",
-        "--device",
-        "cpu",
-    ];
-    if let Some(a) = adapter {
-        args.extend_from_slice(&["--adapter", s(a)]);
-    }
-    let out = loam(&args);
-    assert_success(&out, "loam eval");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (v["loss"].as_f64().unwrap(), v["tokens"].as_u64().unwrap())
+    text_eval(model, adapter, 64)
 }
 
 fn merge(base: &Path, adapter: &Path, out: &Path, extra: &[&str]) -> Output {

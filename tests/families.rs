@@ -30,35 +30,8 @@ fn assert_rel(what: &str, got: f64, want: f64, rel: f64) {
     );
 }
 
-/// `loam eval --json` on data/text.parquet (f32, CPU): (loss, predicted tokens).
-fn loam_eval(model: &Path, adapter: Option<&Path>, seq_len: usize) -> (f64, u64) {
-    let data = text_data();
-    let seq = seq_len.to_string();
-    let mut args = vec![
-        "eval",
-        "--model",
-        s(model),
-        "--data",
-        s(&data),
-        "--seq-len",
-        &seq,
-        "--json",
-        "--dtype",
-        "f32",
-        "--device",
-        "cpu",
-    ];
-    if let Some(a) = adapter {
-        args.extend_from_slice(&["--adapter", s(a)]);
-    }
-    let out = loam(&args);
-    assert_success(&out, &format!("loam eval {}", model.display()));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (v["loss"].as_f64().unwrap(), v["tokens"].as_u64().unwrap())
-}
-
 fn loam_loss(model: &Path, adapter: Option<&Path>) -> f64 {
-    loam_eval(model, adapter, 64).0
+    text_eval(model, adapter, 64).0
 }
 
 /// The run dir of `loam train` (the shared test recipe, targets `all-linear`) on a family
@@ -91,7 +64,7 @@ fn eval_loss_equals_transformers_for_every_new_family() {
                 .join(m["expected"].as_str().unwrap())
                 .join("eval_text.json"),
         );
-        let (loss, tokens) = loam_eval(&families().join(m["dir"].as_str().unwrap()), None, 64);
+        let (loss, tokens) = text_eval(&families().join(m["dir"].as_str().unwrap()), None, 64);
         assert_eq!(
             tokens,
             exp["tokens"].as_u64().unwrap(),
@@ -237,7 +210,7 @@ fn peft_loads_loams_adapters_on_the_new_families() {
         for field in ["missing", "unexpected", "differ"] {
             assert_eq!(p[field], serde_json::json!([]), "{name}: {p}");
         }
-        let (got, tokens) = loam_eval(&base, Some(&adapter), 64);
+        let (got, tokens) = text_eval(&base, Some(&adapter), 64);
         assert_eq!(p["tokens"], tokens, "{name}");
         assert_rel(
             &format!("{name}: loam vs PEFT on loam's adapter"),
@@ -455,11 +428,7 @@ fn llama_cpp_computes_what_transformers_computes_on_the_f16_exports() {
 fn a_directory_named_phi3_does_not_change_what_llama_cpp_does() {
     let dir = temp_dir("families-phi3-name");
     let copy = dir.join("my-phi3-model");
-    std::fs::create_dir_all(&copy).unwrap();
-    for entry in std::fs::read_dir(family_model("phi3-longctx")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
+    copy_dir(&family_model("phi3-longctx"), &copy);
     let file = dir.join("phi3.gguf");
     assert_success(&gguf_export(&copy, &file, "f16"), "loam gguf export");
     oracle_report("check_llama_cpp.py", &[s(&file), s(&copy)]);
@@ -472,11 +441,7 @@ fn a_directory_named_phi3_does_not_change_what_llama_cpp_does() {
 fn a_gemma_template_refuses_a_system_message_naming_the_row_and_the_fix() {
     let dir = temp_dir("families-gemma-system");
     let model_dir = dir.join("gemma");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    for entry in std::fs::read_dir(family_model("gemma")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), model_dir.join(entry.file_name())).unwrap();
-    }
+    copy_dir(&family_model("gemma"), &model_dir);
     // The tiny model keeps SmolLM2's tokens; only the template is Gemma's.
     let gemma = read_json(&fixtures().join("templates/gemma/tokenizer_config.json"));
     let config_path = model_dir.join("tokenizer_config.json");

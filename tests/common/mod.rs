@@ -120,6 +120,62 @@ pub fn oracle_report(script: &str, args: &[&str]) -> String {
     report
 }
 
+/// `loam eval --json` of `model` (with an adapter when given) on `data` (f32, CPU): the JSON
+/// object it printed.
+pub fn eval_json(
+    model: &Path,
+    adapter: Option<&Path>,
+    data: &Path,
+    seq_len: usize,
+) -> serde_json::Value {
+    let seq = seq_len.to_string();
+    let mut args = vec![
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--seq-len",
+        &seq,
+        "--json",
+        "--dtype",
+        "f32",
+        "--device",
+        "cpu",
+    ];
+    if let Some(a) = adapter {
+        args.extend_from_slice(&["--adapter", s(a)]);
+    }
+    let out = loam(&args);
+    assert_success(&out, &format!("loam eval {}", model.display()));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// [`eval_json`] on the fixtures' data/text.parquet: (loss, predicted tokens).
+pub fn text_eval(model: &Path, adapter: Option<&Path>, seq_len: usize) -> (f64, u64) {
+    let v = eval_json(
+        model,
+        adapter,
+        &fixtures().join("data/text.parquet"),
+        seq_len,
+    );
+    (v["loss"].as_f64().unwrap(), v["tokens"].as_u64().unwrap())
+}
+
+/// Copies the files of the directory `src` into `dst` (created).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+}
+
 /// A fresh, empty directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("loam-test-{name}-{}", std::process::id()));

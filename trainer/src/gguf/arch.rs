@@ -202,7 +202,7 @@ fn check_expressible(spec: &ModelSpec, arch: &str) -> Result<()> {
         _ => {}
     }
     if spec.family == Family::SmolLM3 {
-        let llama_cpp_rule = |i: usize| (i + 1) % SMOLLM3_NOPE_INTERVAL != 0;
+        let llama_cpp_rule = |i: usize| !(i + 1).is_multiple_of(SMOLLM3_NOPE_INTERVAL);
         if spec
             .layers
             .iter()

@@ -209,6 +209,22 @@ mod tests {
         }
     }
 
+    /// The batched kernel's mask for `shape` (as a small bf16 batch gets it), in f64.
+    fn batched_f64(
+        shape: &AttentionShape,
+        docs: Option<&Tensor>,
+        window: Option<i64>,
+    ) -> AttentionMask {
+        let bf16 = AttentionShape {
+            kind: Kind::BFloat16,
+            ..*shape
+        };
+        match AttentionMask::new(&bf16, docs, window, BATCHED_MAX_SCORES) {
+            AttentionMask::Batched(bias) => AttentionMask::Batched(bias.to_kind(Kind::Double)),
+            AttentionMask::Fused(_) => panic!("a small bf16 batch takes the batched kernel"),
+        }
+    }
+
     /// The batched kernel against libtorch's fused one on the same inputs, in f64 where
     /// both are exact up to summation order: causal, packed documents, sliding window,
     /// and the gradients of q, k and v.
@@ -225,18 +241,7 @@ mod tests {
         for (docs, window) in [(None, None), (Some(&doc_ids), None), (None, Some(5))] {
             let shape = shape(b, t, Kind::Double);
             let fused = AttentionMask::new(&shape, docs, window, BATCHED_MAX_SCORES);
-            let batched = match AttentionMask::new(
-                &AttentionShape {
-                    kind: Kind::BFloat16,
-                    ..shape
-                },
-                docs,
-                window,
-                BATCHED_MAX_SCORES,
-            ) {
-                AttentionMask::Batched(bias) => AttentionMask::Batched(bias.to_kind(Kind::Double)),
-                AttentionMask::Fused(_) => panic!("a small bf16 batch takes the batched kernel"),
-            };
+            let batched = batched_f64(&shape, docs, window);
             let inputs = [[b, 6, t, d], [b, 2, t, d], [b, 2, t, d]]
                 .map(|s| Tensor::randn(s, (Kind::Double, Device::Cpu)));
             let grad_out = Tensor::randn([b, 6, t, d], (Kind::Double, Device::Cpu));
@@ -288,18 +293,7 @@ mod tests {
                 scores.softmax(-1, Kind::Double).matmul(&rep(&v))
             };
             let shape = shape(b, t, Kind::Double);
-            let batched = match AttentionMask::new(
-                &AttentionShape {
-                    kind: Kind::BFloat16,
-                    ..shape
-                },
-                docs,
-                window,
-                BATCHED_MAX_SCORES,
-            ) {
-                AttentionMask::Batched(bias) => AttentionMask::Batched(bias.to_kind(Kind::Double)),
-                AttentionMask::Fused(_) => unreachable!(),
-            };
+            let batched = batched_f64(&shape, docs, window);
             for mask in [AttentionMask::new(&shape, docs, window, 0), batched] {
                 let got = attend_softcapped(&q, &k, &v, &mask, scale, cap);
                 let diff = (&got - &reference).abs().max().double_value(&[]);

@@ -64,7 +64,7 @@ pub fn next_token_nll_sum(
                 if let Some(cap) = head.softcap {
                     // d(c·tanh(z/c))/dz = 1 − (capped / c)²
                     let t = logits.to_kind(Kind::Float) / cap;
-                    grad_logits = grad_logits * (1.0 - t.square());
+                    grad_logits *= 1.0 - t.square();
                 }
                 grads.push(grad_logits.to_kind(rows.kind()).mm(lm_head));
             }
