@@ -40,24 +40,7 @@ fn export(model: &Path, out: &Path, ty: &str) {
 }
 
 fn eval_loss(model: &Path) -> f64 {
-    let data = fixtures().join("data/text.parquet");
-    let out = loam(&[
-        "eval",
-        "--model",
-        s(model),
-        "--data",
-        s(&data),
-        "--seq-len",
-        "256",
-        "--json",
-        "--dtype",
-        "f32",
-        "--device",
-        "cpu",
-    ]);
-    assert_success(&out, "loam eval");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["loss"].as_f64().unwrap()
+    text_eval(model, None, 256).0
 }
 
 fn assert_same_loss(a: f64, b: f64, rel: f64, what: &str) {

@@ -21,6 +21,12 @@ Chinese, emoji, code, special tokens; plus a few longer sentences):
   - each --expect-mismatch TEXT (a prefix of one of the texts) names a text that llama.cpp is
     known to tokenize differently: it is left out of the logit comparison, and must differ.
 
+LongRoPE (Phi-3): transformers picks the short or long factors by the length of the
+sequence, llama.cpp by its context size (a multiple of 256). For such a model each text is
+run in a context of its length rounded up to 256, so the two choose alike whenever
+`original_max_position_embeddings` is a multiple of 256, and texts longer than that length
+are added, so that the long factors are checked too.
+
 Prints the measured agreement; exits 0 when all hold, 1 otherwise (every mismatch printed).
 """
 
@@ -49,6 +55,19 @@ PROSE = [
     "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
 ]
 TEXTS = [t for t in DATA_TEXTS if t] + PROSE
+CTX_STEP = 256  # llama.cpp rounds n_ctx up to this
+
+
+def longrope_original(model_dir: Path) -> int | None:
+    """`original_max_position_embeddings` of a LongRoPE model, else None."""
+    import json
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type")) not in ("longrope", "su"):
+        return None
+    return int(cfg.get("original_max_position_embeddings") or rope["original_max_position_embeddings"])
 
 
 def main() -> int:
@@ -70,17 +89,34 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     ref = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
-    llm = Llama(model_path=str(args.gguf), n_ctx=512, n_batch=512, n_ubatch=512,
-                logits_all=True, n_threads=args.threads, n_threads_batch=args.threads,
-                n_gpu_layers=0, seed=0, verbose=False)
+    contexts = {}
+
+    def llama(n_ctx: int):
+        if n_ctx not in contexts:
+            contexts[n_ctx] = Llama(model_path=str(args.gguf), n_ctx=n_ctx, n_batch=n_ctx,
+                                    n_ubatch=n_ctx, logits_all=True, n_threads=args.threads,
+                                    n_threads_batch=args.threads, n_gpu_layers=0, seed=0,
+                                    verbose=False)
+        return contexts[n_ctx]
+
+    original = longrope_original(args.model_dir)
+    texts = list(TEXTS)
+    if original is not None:
+        # enough prose to run past the original length by a few dozen tokens
+        long = " ".join(PROSE)
+        while len(tok(long)["input_ids"]) <= original + 32:
+            long += " " + " ".join(PROSE)
+        texts.append(long)
 
     errors = []
     agree = total = 0
     cosines = []
     expected_mismatch = 0
     llama_ids = {}
-    for text in TEXTS:
+    for text in texts:
         want = tok(text)["input_ids"]
+        n_ctx = 512 if original is None else -(-len(want) // CTX_STEP) * CTX_STEP
+        llm = llama(n_ctx)
         got = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         llama_ids[text] = got
         if any(text.startswith(p) for p in args.expect_mismatch):
@@ -104,18 +140,20 @@ def main() -> int:
         cosines.extend((num / den).tolist())
     if args.imported is not None:
         back = AutoTokenizer.from_pretrained(args.imported)
-        for text in TEXTS:
+        for text in texts:
             # A known llama.cpp difference is what the GGUF holds: import gives llama.cpp's ids.
             known = any(text.startswith(p) for p in args.expect_mismatch)
             want = llama_ids[text] if known else tok(text)["input_ids"]
             if back(text)["input_ids"] != want:
                 errors.append(f"the imported tokenizer differs on {text[:40]!r}")
-    llm.close()  # now, not in __del__ at interpreter exit (which prints a spurious error)
+    for llm in contexts.values():
+        llm.close()  # now, not in __del__ at interpreter exit (which prints a spurious error)
     rate = agree / total if total else 0.0
     cosine = float(np.mean(cosines)) if cosines else 0.0
-    same = len(TEXTS) - expected_mismatch - sum(e.startswith("tokens differ") for e in errors)
-    print(f"llama.cpp {llm_version()}: tokenization identical on {same}/{len(TEXTS)} texts"
-          f"{f' ({expected_mismatch} known to differ)' if expected_mismatch else ''}; top-1 "
+    longest = max(len(tok(t)["input_ids"]) for t in texts)
+    same = len(texts) - expected_mismatch - sum(e.startswith("tokens differ") for e in errors)
+    print(f"llama.cpp {llm_version()}: tokenization identical on {same}/{len(texts)} texts"
+          f"{f' ({expected_mismatch} known to differ)' if expected_mismatch else ''} (longest {longest} tokens); top-1 "
           f"agreement with transformers {rate:.4f} ({agree}/{total} positions); mean logit "
           f"cosine {cosine:.5f}"
           f"{'; imported tokenizer checked' if args.imported is not None else ''}")

@@ -117,12 +117,67 @@ pub fn attach_new(model: &mut CausalLm, cfg: &AdapterConfig, init: LoraInit) -> 
     }
     if count == 0 {
         bail!(
-            "lora targets {:?} match no linear layer of this model; use module names such as \
-             q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\"",
-            cfg.target_modules
+            "lora targets {:?} match no linear layer of this model; use its module names ({}), \
+             or \"all-linear\"",
+            cfg.target_modules,
+            module_names(model).join(", ")
         );
     }
     Ok(count)
+}
+
+/// The distinct module names of the model's linears (`q_proj`, …; Phi-3: `qkv_proj`, …).
+fn module_names(model: &mut CausalLm) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (path, _) in model.linears_mut() {
+        let name = path.rsplit('.').next().unwrap_or(&path).to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// PEFT's `target_modules` for a multimodal model: a regular expression (PEFT matches a
+/// string in full against each module path) naming exactly the adapted modules of the
+/// language model, so PEFT does not also adapt the vision tower's `q_proj` or `fc1`, as
+/// `all-linear` or a module-name list would.
+fn language_model_targets(model: &mut CausalLm) -> Targets {
+    let prefix = model.layout.peft_module("model.layers.");
+    let mut modules: Vec<String> = Vec::new();
+    for (path, linear) in model.linears_mut() {
+        let within_layer = path
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('.'))
+            .map(|(_, module)| module.to_string());
+        if let (Some(module), true) = (within_layer, linear.lora.is_some()) {
+            if !modules.contains(&module) {
+                modules.push(module);
+            }
+        }
+    }
+    let escape = |s: &str| s.replace('.', "\\.");
+    Targets::One(format!(
+        "{}\\d+\\.({})",
+        escape(&prefix),
+        modules
+            .iter()
+            .map(|m| escape(m))
+            .collect::<Vec<_>>()
+            .join("|")
+    ))
+}
+
+/// An adapter tensor's key as loam names the module: adapters saved on transformers 4 name
+/// Gemma 3's multimodal modules as its files do (`language_model.model.layers…`).
+fn normalized_key(model: &CausalLm, key: &str) -> String {
+    let Some(rest) = key.strip_prefix("base_model.model.") else {
+        return key.to_string();
+    };
+    match model.layout.canonical_module(rest) {
+        Some(canonical) => format!("base_model.model.{}", model.layout.peft_module(&canonical)),
+        None => key.to_string(),
+    }
 }
 
 /// Reads `adapter_config.json` and `adapter_model.safetensors` from `dir` and attaches them.
@@ -132,6 +187,7 @@ pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
     let mut tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&weights_path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", weights_path.display()))?
         .into_iter()
+        .map(|(k, t)| (normalized_key(model, &k), t))
         .collect();
     let device = model.device;
     let mut attached = 0;
@@ -283,6 +339,9 @@ pub fn save(model: &mut CausalLm, cfg: &AdapterConfig, dir: &Path) -> Result<()>
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     let mut cfg = cfg.clone();
     cfg.inference_mode = true;
+    if model.spec.multimodal {
+        cfg.target_modules = language_model_targets(model);
+    }
     if is_pissa {
         // scale = alpha / r (rsLoRA: alpha / √r) stays the same at rank 2r
         let alpha_factor = if cfg.use_rslora { 2f64.sqrt() } else { 2.0 };

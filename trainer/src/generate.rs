@@ -95,9 +95,14 @@ pub fn generate(
     let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(sampling.seed);
     let _guard = tch::no_grad_guard();
     let mut cache = KvCache::new(lm);
-    let mut input: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
+    let mut seen: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
+    let mut input = seen.clone();
     let mut out = Vec::new();
     while out.len() < max_new_tokens {
+        if lm.needs_recompute(cache.len, input.len() as i64) {
+            cache = KvCache::new(lm);
+            input = seen.clone();
+        }
         let ids = Tensor::from_slice(&input).to_device(lm.device).unsqueeze(0);
         let next = sampling.pick(&lm.next_token_logits(&ids, &mut cache)?, &mut rng) as u32;
         if stop_ids.contains(&next) {
@@ -105,6 +110,7 @@ pub fn generate(
         }
         out.push(next);
         on_token(next)?;
+        seen.push(next as i64);
         input = vec![next as i64];
     }
     Ok((out, Stop::Length))
@@ -182,8 +188,12 @@ pub fn generate_batch(
     let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
 
     let mut cache = KvCache::new(lm);
-    let mask = prompt_mask(&valid, lm.spec.sliding_window);
-    let mut logits = lm.forward_cached(&ids, &positions, &mask, &mut cache);
+    let mut logits = lm.forward_cached(
+        &ids,
+        &positions,
+        |window| prompt_mask(&valid, window),
+        &mut cache,
+    );
     // Batch row → prompt index, the next position of each live row, and their generators.
     let mut live: Vec<usize> = (0..prompts.len()).collect();
     let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
@@ -228,14 +238,30 @@ pub fn generate_batch(
         let step_ids = Tensor::from_slice(&step_ids).view([a, 1]).to_device(device);
         let step_pos = Tensor::from_slice(&next_pos).view([a, 1]).to_device(device);
         valid = Tensor::cat(&[valid, Tensor::ones([a, 1], (tch::Kind::Bool, device))], 1);
-        let keys = cache.keys_after(1);
+        // A sliding layer's cache holds only its window's last keys: one mask per window.
         let width = valid.size()[1];
-        let keys_valid = valid
-            .narrow(1, width - keys, keys)
-            .unsqueeze(1)
-            .unsqueeze(1);
-        let mask = AttentionMask::Fused(Some(keys_valid));
-        logits = lm.forward_cached(&step_ids, &step_pos, &mask, &mut cache);
+        let keys_valid: Vec<(Option<i64>, Tensor)> = lm
+            .windows()
+            .into_iter()
+            .map(|window| {
+                let keys = cache.keys_after(window, 1);
+                (
+                    window,
+                    valid
+                        .narrow(1, width - keys, keys)
+                        .unsqueeze(1)
+                        .unsqueeze(1),
+                )
+            })
+            .collect();
+        let step_mask = |window| {
+            let (_, keys) = keys_valid
+                .iter()
+                .find(|(w, _)| *w == window)
+                .expect("every window");
+            AttentionMask::Fused(Some(keys.shallow_clone()))
+        };
+        logits = lm.forward_cached(&step_ids, &step_pos, step_mask, &mut cache);
         for p in &mut next_pos {
             *p += 1;
         }

@@ -1,6 +1,7 @@
 //! loam: LoRA fine-tuning for open language models on libtorch.
 //!
-//! - `model/`: base models in the Hugging Face layout (one decoder for Llama, Mistral, Qwen2/3)
+//! - `model/`: base models in the Hugging Face layout (one decoder for Llama, Mistral, Qwen2/3,
+//!   Gemma 1/2/3, Phi-3, SmolLM3)
 //! - `weights`: memory-mapped safetensors checkpoints; `hub`: finding a model directory
 //! - `lora`: the LoRA / DoRA math; `adapter`: PEFT adapter directories
 //! - `train/`: the training recipe, top to bottom (`train/mod.rs`), with its optimizer,

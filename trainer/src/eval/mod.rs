@@ -158,7 +158,7 @@ fn score_rows(
             &input_ids,
             &Positions::contiguous(1, n as i64, model.device),
         );
-        let (sum, predicted) = next_token_nll_sum(&hidden, &model.lm_head, &labels, DEFAULT_CHUNK);
+        let (sum, predicted) = next_token_nll_sum(&hidden, &model.head(), &labels, DEFAULT_CHUNK);
         let sum = sum.to_kind(Kind::Double).double_value(&[]);
         per_row[i] = (sum, predicted);
         nll += sum;

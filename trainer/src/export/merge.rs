@@ -6,6 +6,10 @@
 //! cast, and written shard by shard, so only one shard's bytes are ever in memory. The
 //! adapter is checked against the base's tensor shapes before anything is written, and the
 //! output is built in `<out>.tmp` and renamed at the end.
+//!
+//! A multimodal base (Gemma 3 4B and up) keeps its vision tower and projector as they are:
+//! the adapter's modules are found in the language model's part of the checkpoint, under
+//! the file's own names, and every other tensor is copied through.
 
 use crate::adapter::{self, AdapterConfig};
 use crate::export::model_card;
@@ -13,7 +17,7 @@ use crate::fsutil;
 use crate::lora::{self, Lora};
 use crate::model::quant::bnb;
 use crate::model::ModelSpec;
-use crate::weights::{kind_of, Weights};
+use crate::weights::{kind_of, TensorLayout, Weights};
 use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
@@ -78,9 +82,8 @@ pub fn merge(
         );
     }
     let cfg = adapter::read_config(adapter_dir)?;
-    let base_4bit = ModelSpec::from_model_dir(model_dir)?
-        .quantization
-        .is_some_and(|q| q.pre_quantized);
+    let spec = ModelSpec::from_model_dir(model_dir)?;
+    let base_4bit = spec.quantization.as_ref().is_some_and(|q| q.pre_quantized);
     if base_4bit && !opts.onto_dequantized {
         bail!(
             "{} is a 4-bit (bitsandbytes) model. Merge onto the original 16-bit model instead: pass \
@@ -97,7 +100,8 @@ pub fn merge(
         );
     }
     let entries = list_tensors(model_dir)?;
-    let adapters = read_adapter(adapter_dir, &cfg, &entries)?;
+    let layout = TensorLayout::detect(entries.iter().map(|e| e.name.as_str()), spec.multimodal)?;
+    let adapters = read_adapter(adapter_dir, &cfg, &entries, &layout)?;
     let dtype = opts.dtype.unwrap_or_else(|| saved_dtype(&entries));
     let shards = plan_shards(&entries, dtype, opts.shard_size);
 
@@ -149,8 +153,10 @@ pub(crate) fn read_checked_adapter(
     adapter_dir: &Path,
 ) -> Result<(AdapterConfig, BTreeMap<String, Lora>)> {
     let cfg = adapter::read_config(adapter_dir)?;
+    let spec = ModelSpec::from_model_dir(model_dir)?;
     let entries = list_tensors(model_dir)?;
-    let adapters = read_adapter(adapter_dir, &cfg, &entries)?;
+    let layout = TensorLayout::detect(entries.iter().map(|e| e.name.as_str()), spec.multimodal)?;
+    let adapters = read_adapter(adapter_dir, &cfg, &entries, &layout)?;
     Ok((cfg, adapters))
 }
 
@@ -267,11 +273,12 @@ fn is_float(kind: Kind) -> bool {
 }
 
 /// Reads the adapter's tensors and pairs them with base weights, keyed by the weight's
-/// name (`model.layers.0.self_attn.q_proj.weight`). Every tensor must fit the base.
+/// name in the file (`model.layers.0.self_attn.q_proj.weight`). Every tensor must fit the base.
 fn read_adapter(
     dir: &Path,
     cfg: &AdapterConfig,
     entries: &[Entry],
+    layout: &TensorLayout,
 ) -> Result<BTreeMap<String, Lora>> {
     let path = dir.join("adapter_model.safetensors");
     let tensors = Tensor::read_safetensors(&path)
@@ -298,7 +305,10 @@ fn read_adapter(
         .collect();
     let mut adapters = BTreeMap::new();
     for (module, [a, b, magnitude]) in parts {
-        let weight = format!("{module}.weight");
+        let weight = match layout.canonical_module(&module) {
+            Some(canonical) => layout.tensor(&format!("{canonical}.weight")),
+            None => format!("{module}.weight"),
+        };
         let Some((out, inp)) = shapes.get(weight.as_str()).and_then(|s| match s {
             [o, i] => Some((*o, *i)),
             _ => None,

@@ -5,14 +5,14 @@
 //! The layout is that of llama.cpp's `convert_lora_to_gguf.py`, as `src/llama-adapter.cpp`
 //! reads it: `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`, and for
 //! each adapted linear `<gguf name>.lora_a` (PEFT's A, `[r, in]`) and `.lora_b` (B, `[out, r]`),
-//! with B's rows in llama.cpp's Q/K order for the `llama` architecture (permuting the rows of
-//! `B·A` is permuting B's). llama.cpp scales each pair by `alpha / r`, `r` read from the tensor
-//! shape. PEFT's scale is `alpha / r`, or `alpha / √r` with rsLoRA, and may differ per module
+//! with B's rows transformed as export transforms the base's (llama.cpp's Q/K order, Gemma's
+//! query fold: permuting or scaling the rows of `B·A` is doing so to B's). llama.cpp scales
+//! each pair by `alpha / r`, `r` read from the tensor shape. PEFT's scale is `alpha / r`, or `alpha / √r` with rsLoRA, and may differ per module
 //! (`rank_pattern`, `alpha_pattern`): loam writes `alpha = scale · r` of the first module, which
 //! folds rsLoRA into alpha, and folds any other module's difference into its B.
 
-use super::export::{architecture, write_modelfile};
-use super::names::{hf_to_gguf, permute_rows, rotary_of, Rotary};
+use super::export::write_modelfile;
+use super::names::{hf_to_gguf_in, permute_rows};
 use super::tokenizer::Vocab;
 use crate::export::merge::read_checked_adapter;
 use crate::model::config::ModelSpec;
@@ -58,7 +58,9 @@ pub fn export_adapter(
         }
     }
     let spec = ModelSpec::from_model_dir(model_dir)?;
-    let arch = architecture(&spec, model_dir)?;
+    let rules = super::arch::rules_for(&spec)
+        .with_context(|| format!("exporting an adapter for {}", model_dir.display()))?;
+    let arch = rules.arch;
     let (cfg, loras) = read_checked_adapter(model_dir, adapter_dir)?;
     let config_path = adapter_dir.join("adapter_config.json");
     if cfg.use_dora {
@@ -71,7 +73,7 @@ pub fn export_adapter(
     let mut alpha: Option<f64> = None;
     let mut pairs = Vec::new();
     for (weight, lora) in &loras {
-        let Some(gguf) = hf_to_gguf(weight) else {
+        let Some(gguf) = hf_to_gguf_in(arch, weight) else {
             bail!(
                 "{}: the adapter adapts `{weight}`, which has no llama.cpp tensor",
                 config_path.display()
@@ -93,14 +95,13 @@ pub fn export_adapter(
         let fold = wanted / global;
         let a = Vec::<f32>::try_from(lora.a.flatten(0, -1))
             .with_context(|| format!("cannot read lora_A of `{weight}`"))?;
-        let mut b = Vec::<f32>::try_from((&lora.b * fold).flatten(0, -1))
-            .with_context(|| format!("cannot read lora_B of `{weight}`"))?;
-        let heads = match (arch, rotary_of(weight)) {
-            ("llama", Some(Rotary::Query)) => Some(spec.num_heads as usize),
-            ("llama", Some(Rotary::Key)) => Some(spec.num_kv_heads as usize),
-            _ => None,
-        };
-        if let Some(heads) = heads {
+        // W = B·A: what export does to W's rows (Gemma's query fold, llama's Q/K
+        // permutation) is done to B's.
+        let transform = rules.transform(weight);
+        let mut b =
+            Vec::<f32>::try_from((&lora.b * (fold * transform.scale as f64)).flatten(0, -1))
+                .with_context(|| format!("cannot read lora_B of `{weight}`"))?;
+        if let Some(heads) = transform.permute_heads {
             b = permute_rows(&b, r as usize, heads);
         }
         pairs.push(Pair {

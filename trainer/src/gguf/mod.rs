@@ -10,6 +10,7 @@
 //! The file format itself (reading, quantization, writing) is the `loam-gguf` crate.
 
 pub mod adapter;
+pub mod arch;
 pub mod export;
 pub mod import;
 pub mod names;

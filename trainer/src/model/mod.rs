@@ -4,11 +4,14 @@
 pub mod attention;
 pub mod config;
 pub mod decoder;
+mod family_defaults;
+pub mod fused;
+pub mod norm;
 pub mod quant;
 pub mod rope;
 
 pub use config::{Family, ModelSpec, SUPPORTED_ARCHITECTURES};
-pub use decoder::{CausalLm, KvCache, Positions};
+pub use decoder::{CausalLm, KvCache, LmHead, Positions};
 
 use crate::weights::Weights;
 use anyhow::{Context, Result};

@@ -10,6 +10,7 @@
 //! backward and then read them again; this way the logits are touched while still in
 //! cache and the largest tensor of the step never outlives its chunk.
 
+use crate::model::LmHead;
 use loam_data::IGNORE_INDEX;
 use tch::{Kind, Tensor};
 
@@ -18,12 +19,15 @@ use tch::{Kind, Tensor};
 pub const DEFAULT_CHUNK: i64 = 128;
 
 /// Sum of NLL (f32 scalar tensor, differentiable) and the number of predicted tokens.
+/// With a soft-capped head (Gemma 2) the logits are `c · tanh(z / c)` and the gradient
+/// through them is multiplied by `1 − tanh²(z / c)`.
 pub fn next_token_nll_sum(
     hidden: &Tensor,
-    lm_head: &Tensor,
+    head: &LmHead,
     labels: &Tensor,
     chunk: i64,
 ) -> (Tensor, i64) {
+    let lm_head = head.weight;
     let (b, t, h) = hidden.size3().expect("hidden states are [B, T, H]");
     let targets = labels.narrow(1, 1, t - 1).reshape([-1]);
     let trained = targets.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
@@ -48,16 +52,20 @@ pub fn next_token_nll_sum(
             let rows = states.narrow(0, start, len);
             let target = targets.narrow(0, start, len).unsqueeze(1);
             // Logits in the compute dtype (as transformers), log-softmax in f32.
-            let mut log_probs = rows
-                .linear::<Tensor>(lm_head, None)
-                .log_softmax(-1, Kind::Float);
+            let logits = head.logits(&rows);
+            let mut log_probs = logits.log_softmax(-1, Kind::Float);
             let picked = log_probs.gather(1, &target, false);
             nll -= picked.sum(Kind::Float);
             if with_grad {
                 // softmax − onehot, built in place over the log-probabilities.
                 let mut softmax = log_probs.exp_();
-                let grad_logits =
+                let mut grad_logits =
                     softmax.scatter_add_(1, &target, &Tensor::full_like(&picked, -1.0));
+                if let Some(cap) = head.softcap {
+                    // d(c·tanh(z/c))/dz = 1 − (capped / c)²
+                    let t = logits.to_kind(Kind::Float) / cap;
+                    grad_logits *= 1.0 - t.square();
+                }
                 grads.push(grad_logits.to_kind(rows.kind()).mm(lm_head));
             }
             start += len;
@@ -79,53 +87,63 @@ pub fn next_token_nll_sum(
 mod tests {
     use super::*;
 
-    /// The fused loss and its gradient equal autograd through plain cross-entropy.
+    /// The fused loss and its gradient equal autograd through plain cross-entropy, with
+    /// and without a soft-capped head.
     #[test]
     fn fused_gradient_equals_autograd() {
-        tch::manual_seed(0);
-        let (b, t, h, vocab) = (2, 9, 16, 50);
-        let lm_head = Tensor::randn([vocab, h], (Kind::Float, tch::Device::Cpu));
-        let hidden = Tensor::randn([b, t, h], (Kind::Float, tch::Device::Cpu));
-        let labels = Tensor::randint(vocab, [b, t], (Kind::Int64, tch::Device::Cpu));
-        let _ = labels.narrow(1, 0, 3).fill_(IGNORE_INDEX);
+        for softcap in [None, Some(3.0)] {
+            tch::manual_seed(0);
+            let (b, t, h, vocab) = (2, 9, 16, 50);
+            let lm_head = Tensor::randn([vocab, h], (Kind::Float, tch::Device::Cpu));
+            let head = LmHead {
+                weight: &lm_head,
+                softcap,
+            };
+            let hidden = Tensor::randn([b, t, h], (Kind::Float, tch::Device::Cpu));
+            let labels = Tensor::randint(vocab, [b, t], (Kind::Int64, tch::Device::Cpu));
+            let _ = labels.narrow(1, 0, 3).fill_(IGNORE_INDEX);
 
-        let fused_in = hidden.copy().set_requires_grad(true);
-        let (fused, count) = next_token_nll_sum(&fused_in, &lm_head, &labels, 4);
-        (&fused * 0.25).backward();
+            let fused_in = hidden.copy().set_requires_grad(true);
+            let (fused, count) = next_token_nll_sum(&fused_in, &head, &labels, 4);
+            (&fused * 0.25).backward();
 
-        let plain_in = hidden.copy().set_requires_grad(true);
-        let logits = plain_in
-            .narrow(1, 0, t - 1)
-            .reshape([-1, h])
-            .linear::<Tensor>(&lm_head, None);
-        let plain = logits.cross_entropy_loss::<Tensor>(
-            &labels.narrow(1, 1, t - 1).reshape([-1]),
-            None,
-            tch::Reduction::Sum,
-            IGNORE_INDEX,
-            0.0,
-        );
-        (&plain * 0.25).backward();
+            let plain_in = hidden.copy().set_requires_grad(true);
+            let mut logits = plain_in
+                .narrow(1, 0, t - 1)
+                .reshape([-1, h])
+                .linear::<Tensor>(&lm_head, None);
+            if let Some(cap) = softcap {
+                logits = (logits / cap).tanh() * cap;
+            }
+            let plain = logits.cross_entropy_loss::<Tensor>(
+                &labels.narrow(1, 1, t - 1).reshape([-1]),
+                None,
+                tch::Reduction::Sum,
+                IGNORE_INDEX,
+                0.0,
+            );
+            (&plain * 0.25).backward();
 
-        assert_eq!(count, b * (t - 1) - b * 2);
-        let loss_diff = (fused.double_value(&[]) - plain.double_value(&[])).abs();
-        assert!(
-            loss_diff < 1e-4 * plain.double_value(&[]),
-            "loss differs by {loss_diff}"
-        );
-        let grad_diff = (fused_in.grad() - plain_in.grad())
-            .abs()
-            .max()
-            .double_value(&[]);
-        let grad_max = plain_in.grad().abs().max().double_value(&[]);
-        assert!(
-            grad_max > 0.0 && grad_diff < 1e-5 * grad_max,
-            "gradients differ by {grad_diff}"
-        );
+            assert_eq!(count, b * (t - 1) - b * 2);
+            let loss_diff = (fused.double_value(&[]) - plain.double_value(&[])).abs();
+            assert!(
+                loss_diff < 1e-4 * plain.double_value(&[]),
+                "softcap {softcap:?}: loss differs by {loss_diff}"
+            );
+            let grad_diff = (fused_in.grad() - plain_in.grad())
+                .abs()
+                .max()
+                .double_value(&[]);
+            let grad_max = plain_in.grad().abs().max().double_value(&[]);
+            assert!(
+                grad_max > 0.0 && grad_diff < 1e-5 * grad_max,
+                "softcap {softcap:?}: gradients differ by {grad_diff}"
+            );
 
-        // Without a gradient the same loss comes back, and nothing is differentiable.
-        let (no_grad, _) = next_token_nll_sum(&hidden, &lm_head, &labels, 3);
-        assert!(!no_grad.requires_grad());
-        assert!((no_grad.double_value(&[]) - fused.double_value(&[])).abs() < 1e-4);
+            // Without a gradient the same loss comes back, and nothing is differentiable.
+            let (no_grad, _) = next_token_nll_sum(&hidden, &head, &labels, 3);
+            assert!(!no_grad.requires_grad());
+            assert!((no_grad.double_value(&[]) - fused.double_value(&[])).abs() < 1e-4);
+        }
     }
 }

@@ -530,7 +530,7 @@ fn forward_backward(
         forward_backward_checkpointed(lm, &input_ids, &positions, &labels, scale, seed)
     } else {
         let hidden = lm.forward_hidden_seeded(&input_ids, &positions, Some(seed));
-        let (nll, _) = next_token_nll_sum(&hidden, &lm.lm_head, &labels, DEFAULT_CHUNK);
+        let (nll, _) = next_token_nll_sum(&hidden, &lm.head(), &labels, DEFAULT_CHUNK);
         (&nll * scale).backward();
         nll
     };
@@ -555,14 +555,14 @@ fn forward_backward_checkpointed(
         for (i, layer) in lm.model.layers.iter().enumerate() {
             block_inputs.push(h.shallow_clone());
             tch::manual_seed(model::decoder::layer_seed(seed, i));
-            h = layer.forward(&h, &ctx.cos, &ctx.sin, &ctx.mask, true, None);
+            h = layer.forward(&h, &ctx, true, None);
         }
         h
     };
     h = h.detach().set_requires_grad(true);
     let (nll, _) = next_token_nll_sum(
         &lm.model.norm.forward(&h),
-        &lm.lm_head,
+        &lm.head(),
         labels,
         DEFAULT_CHUNK,
     );
@@ -571,7 +571,7 @@ fn forward_backward_checkpointed(
     for (i, layer) in lm.model.layers.iter().enumerate().rev() {
         let x = block_inputs[i].detach().set_requires_grad(true);
         tch::manual_seed(model::decoder::layer_seed(seed, i));
-        let out = layer.forward(&x, &ctx.cos, &ctx.sin, &ctx.mask, true, None);
+        let out = layer.forward(&x, &ctx, true, None);
         (out * &grad).sum(Kind::Float).backward();
         grad = x.grad();
     }

@@ -213,9 +213,9 @@ fn which_linears_are_4bit() {
         .map(|(_, l)| l.weight.is_quantized())
         .collect();
     assert_eq!(quantized.iter().filter(|q| **q).count(), 12);
-    let dense = crate::model::load(&source, Kind::Float, Device::Cpu).unwrap();
-    assert!(matches!(
-        dense.model.layers[0].mlp.up_proj.weight,
-        LinearWeight::Dense(_)
-    ));
+    let mut dense = crate::model::load(&source, Kind::Float, Device::Cpu).unwrap();
+    assert!(dense
+        .linears_mut()
+        .iter()
+        .all(|(_, l)| matches!(l.weight, LinearWeight::Dense(_))));
 }
