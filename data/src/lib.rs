@@ -18,6 +18,8 @@
 //!   `BatchStream::{has_eval, eval_examples, count_batches}`. The encoder is any
 //!   `Fn(&Sample, &EncodeOptions) -> anyhow::Result<Example>` ([`stream::Encode`]).
 //! - [`stats::DataStats`]: what `loam data stats` prints.
+//! - [`vocab`]: new BPE merges learned on a corpus on top of a tokenizer's own
+//!   (`loam vocab extend`), the extended `tokenizer.json`, and tokens per byte / word.
 //! - [`gettext::build`] + [`gettext::write_parquet`]: a translation chat dataset from the
 //!   gettext catalogs (`.mo`) installed for a language (`loam data gettext`).
 //!
@@ -100,6 +102,7 @@ pub mod stats;
 pub mod stream;
 #[cfg(test)]
 mod testutil;
+pub mod vocab;
 
 pub use config::{suggest, DataConfig, Format, OnError, Overlong, SourceConfig};
 pub use error::{DataError, Location};
