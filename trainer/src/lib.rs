@@ -7,6 +7,8 @@
 //!   loss, checkpoints and plot; `recipe`: the TOML that describes a run
 //! - `eval/`: held-out loss and perplexity; `generate`: text generation with a KV cache
 //! - `export/`: merged model directories and their model card; `gguf/`: GGUF import and export
+//! - `vocab/`: `loam vocab extend` (new tokens, resized embeddings) and the trainable
+//!   token rows of `lora.trainable_tokens`
 //! - `runtime`: devices, dtypes, memory, libtorch failures; `fsutil`: atomic outputs
 //! - `cli`: the `loam` command line, a thin layer over the above
 
@@ -23,6 +25,7 @@ pub mod model;
 pub mod recipe;
 pub mod runtime;
 pub mod train;
+pub mod vocab;
 pub mod weights;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod generate;
 mod gguf;
 mod merge;
 mod train;
+mod vocab;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +38,9 @@ enum Command {
     Data(data::DataCommand),
     /// Export a model to llama.cpp's GGUF, or import a GGUF as a model directory.
     Gguf(gguf::GgufArgs),
+    /// A bigger vocabulary for a language: new tokens learned on a corpus.
+    #[command(subcommand)]
+    Vocab(vocab::VocabCommand),
 }
 
 pub fn run() -> Result<()> {
@@ -55,6 +59,7 @@ pub fn run() -> Result<()> {
         Command::Merge(args) => merge::run(args),
         Command::Gguf(args) => gguf::run(args),
         Command::Data(command) => data::run(command),
+        Command::Vocab(command) => vocab::run(command),
     }
 }
 
@@ -84,6 +89,8 @@ impl ModelArgs {
         let mut lm = crate::model::load(&dir, kind, device)?;
         if let Some(adapter_dir) = &self.adapter {
             crate::adapter::load(&mut lm, adapter_dir)?;
+            // these commands never train: trained token rows go into the weights once
+            lm.fold_trainable_tokens();
         }
         Ok((lm, dir))
     }

@@ -3,7 +3,7 @@
 //! tokens / their count.
 
 use crate::model::{CausalLm, Positions};
-use crate::train::loss::{next_token_nll_sum, DEFAULT_CHUNK};
+use crate::train::loss::DEFAULT_CHUNK;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use loam_data::Example;
@@ -28,6 +28,7 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let _no_grad = tch::no_grad_guard();
     let bar = progress_bar(total_rows);
+    let head = model.output_head();
     let (mut nll, mut tokens, mut rows) = (0f64, 0i64, 0usize);
     for example in examples {
         let example = example?;
@@ -48,7 +49,7 @@ pub fn evaluate(
             &input_ids,
             &Positions::contiguous(1, n as i64, model.device),
         );
-        let (sum, count) = next_token_nll_sum(&hidden, &model.lm_head, &labels, DEFAULT_CHUNK);
+        let (sum, count) = head.nll_sum(&hidden, &labels, DEFAULT_CHUNK);
         nll += sum.to_kind(Kind::Double).double_value(&[]);
         tokens += count;
         bar.set_message(format!("loss {:.4}", nll / tokens.max(1) as f64));

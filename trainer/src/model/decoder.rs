@@ -7,6 +7,7 @@ use super::attention::{self, AttentionMask, AttentionShape};
 use super::config::ModelSpec;
 use super::rope::{self, Rope};
 use crate::lora::Lora;
+use crate::vocab::trainable_tokens::TrainableTokens;
 use crate::weights::Weights;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
@@ -193,6 +194,8 @@ pub struct CausalLm {
     /// Largest attention (scores per layer) that takes the batched kernel; see
     /// [`attention`]. 0 keeps every batch on libtorch's fused kernel.
     pub batched_attention_max_scores: i64,
+    /// Embedding / output-head rows trained beside the adapter (`lora.trainable_tokens`).
+    pub trainable_tokens: Option<TrainableTokens>,
 }
 
 impl CausalLm {
@@ -283,6 +286,7 @@ impl CausalLm {
             kind,
             device,
             batched_attention_max_scores: attention::BATCHED_MAX_SCORES,
+            trainable_tokens: None,
         })
     }
 
@@ -330,7 +334,11 @@ impl CausalLm {
     }
 
     pub fn embed(&self, input_ids: &Tensor) -> Tensor {
-        Tensor::embedding(&self.model.embed_tokens, input_ids, -1, false, false)
+        let h = Tensor::embedding(&self.model.embed_tokens, input_ids, -1, false, false);
+        match &self.trainable_tokens {
+            Some(tokens) => tokens.embed(h, input_ids),
+            None => h,
+        }
     }
 
     /// Final hidden states `[B, T, hidden]` (after the last norm) for `input_ids` `[B, T]`.
@@ -369,7 +377,7 @@ impl CausalLm {
     /// tensor (see `loss`); it is for tests and generation.
     pub fn logits(&self, input_ids: &Tensor, positions: &Positions) -> Tensor {
         self.hidden_states(input_ids, positions)
-            .linear::<Tensor>(&self.lm_head, None)
+            .linear::<Tensor>(&self.output_weight(), None)
     }
 }
 
@@ -397,7 +405,7 @@ impl CausalLm {
         cache.len += t;
         let last = self.model.norm.forward(&h.narrow(1, t - 1, 1));
         Ok(last
-            .linear::<Tensor>(&self.lm_head, None)
+            .linear::<Tensor>(&self.output_weight(), None)
             .to_kind(Kind::Float)
             .view([-1]))
     }

@@ -24,6 +24,34 @@ pub fn next_token_nll_sum(
     labels: &Tensor,
     chunk: i64,
 ) -> (Tensor, i64) {
+    OutputHead::frozen(lm_head).nll_sum(hidden, labels, chunk)
+}
+
+/// The output head the loss runs: its weight, and the rows of it that train (token rows of
+/// `lora.trainable_tokens`), whose gradient is computed here like the hidden states'.
+pub struct OutputHead {
+    /// `[vocab, hidden]` in the compute dtype, trained rows in place.
+    pub weight: Tensor,
+    /// (row ids `[n]` int64, their trainable values `[n, hidden]` f32).
+    pub trained_rows: Option<(Tensor, Tensor)>,
+}
+
+impl OutputHead {
+    pub fn frozen(weight: &Tensor) -> OutputHead {
+        OutputHead {
+            weight: weight.shallow_clone(),
+            trained_rows: None,
+        }
+    }
+
+    /// [`next_token_nll_sum`] through this head.
+    pub fn nll_sum(&self, hidden: &Tensor, labels: &Tensor, chunk: i64) -> (Tensor, i64) {
+        nll_sum(hidden, self, labels, chunk)
+    }
+}
+
+fn nll_sum(hidden: &Tensor, head: &OutputHead, labels: &Tensor, chunk: i64) -> (Tensor, i64) {
+    let lm_head = &head.weight;
     let (b, t, h) = hidden.size3().expect("hidden states are [B, T, H]");
     let targets = labels.narrow(1, 1, t - 1).reshape([-1]);
     let trained = targets.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
@@ -38,10 +66,13 @@ pub fn next_token_nll_sum(
     let targets = targets.index_select(0, &trained);
     let with_grad = states.requires_grad();
 
-    let (nll, grads) = {
+    let trained_rows = head.trained_rows.as_ref().filter(|_| with_grad);
+    let (nll, grads, row_grad) = {
         let _guard = tch::no_grad_guard();
         let mut nll = Tensor::zeros([], (Kind::Float, hidden.device()));
         let mut grads = Vec::new();
+        // ∂ nll / ∂ (trained rows of lm_head) = (softmax − onehot)[:, rows]ᵀ · states
+        let mut row_grad = trained_rows.map(|(_, values)| values.zeros_like());
         let mut start = 0;
         while start < count {
             let len = chunk.min(count - start);
@@ -59,10 +90,14 @@ pub fn next_token_nll_sum(
                 let grad_logits =
                     softmax.scatter_add_(1, &target, &Tensor::full_like(&picked, -1.0));
                 grads.push(grad_logits.to_kind(rows.kind()).mm(lm_head));
+                if let (Some(acc), Some((index, _))) = (&mut row_grad, trained_rows) {
+                    let g = grad_logits.index_select(1, index).tr();
+                    let _ = acc.g_add_(&g.mm(&rows.to_kind(Kind::Float)));
+                }
             }
             start += len;
         }
-        (nll, grads)
+        (nll, grads, row_grad)
     };
     if !with_grad {
         return (nll, count);
@@ -71,7 +106,11 @@ pub fn next_token_nll_sum(
     // above, so `backward` carries it (times any later scaling) into the decoder.
     let grad = Tensor::cat(&grads, 0).to_kind(Kind::Float);
     let surrogate = (states.to_kind(Kind::Float) * grad).sum(Kind::Float);
-    let zero = &surrogate - surrogate.detach();
+    let mut zero = &surrogate - surrogate.detach();
+    if let (Some(g), Some((_, values))) = (row_grad, trained_rows) {
+        let rows = (values * g).sum(Kind::Float);
+        zero = zero + (&rows - rows.detach());
+    }
     (nll + zero, count)
 }
 
@@ -127,5 +166,54 @@ mod tests {
         let (no_grad, _) = next_token_nll_sum(&hidden, &lm_head, &labels, 3);
         assert!(!no_grad.requires_grad());
         assert!((no_grad.double_value(&[]) - fused.double_value(&[])).abs() < 1e-4);
+    }
+
+    /// Trained rows of the head get autograd's gradient through `W.index_copy(0, ids, rows)`.
+    #[test]
+    fn trained_head_rows_get_autograds_gradient() {
+        tch::manual_seed(1);
+        let (b, t, h, vocab) = (2, 7, 8, 30);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let weight = Tensor::randn([vocab, h], opts);
+        let ids = Tensor::from_slice(&[3i64, 17, 29]);
+        let hidden = Tensor::randn([b, t, h], opts);
+        let labels = Tensor::randint(vocab, [b, t], (Kind::Int64, tch::Device::Cpu));
+        let _ = labels.narrow(1, 0, 2).fill_(IGNORE_INDEX);
+        let start = weight.index_select(0, &ids);
+
+        let rows = start.copy().set_requires_grad(true);
+        let states = hidden.copy().set_requires_grad(true);
+        let head = OutputHead {
+            weight: weight.index_copy(0, &ids, &rows.detach()),
+            trained_rows: Some((ids.shallow_clone(), rows.shallow_clone())),
+        };
+        let (fused, _) = head.nll_sum(&states, &labels, 3);
+        (&fused * 0.5).backward();
+
+        let plain_rows = start.copy().set_requires_grad(true);
+        let plain_states = hidden.copy().set_requires_grad(true);
+        let w = weight.index_copy(0, &ids, &plain_rows);
+        let (plain, _) = next_token_nll_sum(&plain_states, &w.detach(), &labels, 100);
+        let logits = plain_states
+            .narrow(1, 0, t - 1)
+            .reshape([-1, h])
+            .linear::<Tensor>(&w, None);
+        let reference = logits.cross_entropy_loss::<Tensor>(
+            &labels.narrow(1, 1, t - 1).reshape([-1]),
+            None,
+            tch::Reduction::Sum,
+            IGNORE_INDEX,
+            0.0,
+        );
+        (&reference * 0.5).backward();
+        assert!((fused.double_value(&[]) - plain.double_value(&[])).abs() < 1e-4);
+        for (got, want) in [
+            (rows.grad(), plain_rows.grad()),
+            (states.grad(), plain_states.grad()),
+        ] {
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            let scale = want.abs().max().double_value(&[]);
+            assert!(scale > 0.0 && diff < 1e-5 * scale, "{diff} vs {scale}");
+        }
     }
 }

@@ -12,7 +12,7 @@ pub mod optim;
 pub mod plot;
 
 use self::checkpoint::TrainState;
-use self::loss::{next_token_nll_sum, DEFAULT_CHUNK};
+use self::loss::DEFAULT_CHUNK;
 use self::optim::{AdamW, TrainableParams};
 use crate::adapter::{self, AdapterConfig};
 use crate::eval;
@@ -125,7 +125,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
 
     // ── model + adapter ────────────────────────────────────────────────────────────────
     let mut lm = model::load(&model_dir, kind, device)?;
-    let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
+    let adapter_cfg = attach_adapter(&mut lm, &recipe, &model_dir)?;
     let adapted = lm
         .linears_mut()
         .iter()
@@ -304,9 +304,12 @@ fn shared(
 }
 
 /// A fresh adapter from `[lora]`, or the PEFT adapter `lora.from` names (its own r/alpha/targets).
-fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe) -> Result<AdapterConfig> {
+fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe, model_dir: &Path) -> Result<AdapterConfig> {
     let l = &recipe.lora;
     if !l.from.is_empty() {
+        if l.trainable_tokens != Default::default() {
+            bail!("set lora.trainable_tokens or lora.from, not both: the adapter in lora.from brings its own");
+        }
         let cfg = adapter::load(lm, Path::new(&l.from))
             .with_context(|| format!("loading lora.from = {}", l.from))?;
         return Ok(AdapterConfig {
@@ -331,8 +334,10 @@ fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe) -> Result<AdapterConfig> {
         rank_pattern: Default::default(),
         alpha_pattern: Default::default(),
         init_lora_weights: None,
+        trainable_token_indices: None,
     };
     adapter::attach_new(lm, &cfg, l.init)?;
+    crate::vocab::trainable_tokens::attach(lm, &l.trainable_tokens, model_dir)?;
     Ok(cfg)
 }
 
@@ -347,6 +352,9 @@ pub fn trainable_params(lm: &mut CausalLm) -> Vec<Tensor> {
                 params.push(m.shallow_clone());
             }
         }
+    }
+    if let Some(tokens) = &lm.trainable_tokens {
+        params.extend(tokens.params());
     }
     params
 }
@@ -423,7 +431,7 @@ fn forward_backward(
         forward_backward_checkpointed(lm, &input_ids, &positions, &labels, scale, seed)
     } else {
         let hidden = lm.forward_hidden_seeded(&input_ids, &positions, Some(seed));
-        let (nll, _) = next_token_nll_sum(&hidden, &lm.lm_head, &labels, DEFAULT_CHUNK);
+        let (nll, _) = lm.output_head().nll_sum(&hidden, &labels, DEFAULT_CHUNK);
         (&nll * scale).backward();
         nll
     };
@@ -453,12 +461,9 @@ fn forward_backward_checkpointed(
         h
     };
     h = h.detach().set_requires_grad(true);
-    let (nll, _) = next_token_nll_sum(
-        &lm.model.norm.forward(&h),
-        &lm.lm_head,
-        labels,
-        DEFAULT_CHUNK,
-    );
+    let (nll, _) = lm
+        .output_head()
+        .nll_sum(&lm.model.norm.forward(&h), labels, DEFAULT_CHUNK);
     (&nll * scale).backward();
     let mut grad = h.grad();
     for (i, layer) in lm.model.layers.iter().enumerate().rev() {
@@ -467,6 +472,10 @@ fn forward_backward_checkpointed(
         let out = layer.forward(&x, &ctx.cos, &ctx.sin, &ctx.mask, true, None);
         (out * &grad).sum(Kind::Float).backward();
         grad = x.grad();
+    }
+    // trained token rows sit before the first block: carry the gradient into them
+    if lm.trainable_tokens.is_some() {
+        (lm.embed(input_ids) * &grad).sum(Kind::Float).backward();
     }
     nll.detach()
 }

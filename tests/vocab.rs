@@ -1,0 +1,457 @@
+//! End-to-end tests of `loam vocab extend` and of training the new rows
+//! (`lora.trainable_tokens`), each checked by the tool that consumes the output:
+//! transformers loads the extended model (same ids, same loss), PEFT loads the adapter on it,
+//! transformers loads the merged model, llama.cpp tokenizes its GGUF as transformers does.
+//! The Python side is scripts/oracle/check_vocab.py, check_merge.py and check_peft.py. The
+//! base models are the tiny fixtures, which carry SmolLM2's tokenizer; the corpus is
+//! fixtures_vocab.py's multilingual one (non-Latin scripts included).
+
+mod common;
+use common::*;
+
+use loam_data::Tokenizer;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+const NEW_TOKENS: &str = "64";
+
+fn corpus() -> PathBuf {
+    fixtures().join("vocab/corpus.parquet")
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Runs a step at most once per test binary (tests run in parallel and share them).
+fn once(key: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    static DONE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut done = DONE.get_or_init(Default::default).lock().unwrap();
+    if let Some(dir) = done.get(key) {
+        return dir.clone();
+    }
+    let dir = temp_dir(&format!("vocab-{}", key.replace(['/', ' '], "-")));
+    let out = dir.join("out");
+    make(&out);
+    done.insert(key.to_string(), out.clone());
+    out
+}
+
+/// `loam vocab extend` of the tiny fixture `base` on the corpus.
+fn extended(base: &str) -> PathBuf {
+    once(&format!("extend {base}"), |out| {
+        let run = loam(&[
+            "vocab",
+            "extend",
+            "--model",
+            s(&model(base)),
+            "--data",
+            s(&corpus()),
+            "--new-tokens",
+            NEW_TOKENS,
+            "--out",
+            s(out),
+        ]);
+        assert_success(&run, "loam vocab extend");
+        let summary = String::from_utf8_lossy(&run.stdout);
+        assert_mentions(
+            &summary,
+            &["64 new tokens", "tokens/byte", "held out"],
+            "summary",
+        );
+    })
+}
+
+/// Runs an oracle script; returns its JSON lines (the test fails when it exits non-zero).
+fn oracle(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/oracle")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run the oracle python");
+    println!("{script}: {}", String::from_utf8_lossy(&out.stdout));
+    assert_success(&out, script);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `loam eval --json` on the corpus at seq_len 64 (f32, CPU): (loss, predicted tokens).
+fn loam_eval(model: &Path, adapter: Option<&Path>) -> (f64, u64) {
+    let data = corpus();
+    let mut args = vec![
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(&data),
+        "--seq-len",
+        "64",
+        "--json",
+        "--dtype",
+        "f32",
+        "--device",
+        "cpu",
+    ];
+    if let Some(a) = adapter {
+        args.extend_from_slice(&["--adapter", s(a)]);
+    }
+    let out = loam(&args);
+    assert_success(&out, "loam eval");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["loss"].as_f64().unwrap(), v["tokens"].as_u64().unwrap())
+}
+
+fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
+    println!("{what}: {got:.8} vs {want:.8}");
+    assert!(
+        ((got - want) / want).abs() <= rel,
+        "{what}: {got} vs {want} (rel {:.2e} > {rel:.0e})",
+        ((got - want) / want).abs()
+    );
+}
+
+#[test]
+fn extended_tokenizer_is_transformers_and_keeps_every_base_token() {
+    for base in ["llama-mqa-tied", "llama-gqa"] {
+        let dir = extended(base);
+        let report = read_json(&dir.join("vocab_extension.json"));
+        assert_eq!(report["new_token_ids"].as_array().unwrap().len(), 64);
+        assert_eq!(report["first_new_id"], 49152);
+        // 49152 + 64 = 49216, rounded up to the base's multiple (128)
+        assert_eq!(report["vocab_size"], 49280);
+        assert_eq!(read_json(&dir.join("config.json"))["vocab_size"], 49280);
+        for part in ["learn", "held_out"] {
+            let p = &report[part];
+            let (before, after) = (
+                p["tokens_per_byte_before"].as_f64().unwrap(),
+                p["tokens_per_byte_after"].as_f64().unwrap(),
+            );
+            println!("{base} {part}: tokens/byte {before:.4} -> {after:.4}");
+            assert!(p["texts"].as_u64().unwrap() > 0, "{base}: no {part} texts");
+            assert!(after < 0.8 * before, "{base} {part}: {before} -> {after}");
+        }
+        // transformers: base ids unchanged, expansion = base ids, rows = means (check_vocab.py)
+        let ids_file = dir.parent().unwrap().join("transformers-ids.json");
+        let check = oracle(
+            "check_vocab.py",
+            &[
+                "tokenizer",
+                s(&dir),
+                s(&model(base)),
+                "--data",
+                s(&corpus()),
+                "--out",
+                s(&ids_file),
+            ],
+        );
+        assert!(
+            check[0]["new_tokens_seen"].as_u64().unwrap() > 500,
+            "{}",
+            check[0]
+        );
+        assert!(
+            check[0]["texts_without_new_tokens_unchanged"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+        // loam's tokenizer on DIR gives transformers' ids (fast path and the tokenizers crate)
+        let tok = Tokenizer::from_model_dir(&dir).unwrap();
+        assert!(tok.has_fast_path());
+        let slow = tok.clone().without_fast_path();
+        for row in read_json(&ids_file).as_array().unwrap() {
+            let text = row["text"].as_str().unwrap();
+            let want: Vec<u32> = serde_json::from_value(row["input_ids"].clone()).unwrap();
+            assert_eq!(tok.encode(text, true).unwrap(), want, "{base}: {text:?}");
+            assert_eq!(slow.encode(text, true).unwrap(), want, "{base}: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn eval_of_the_extended_model_equals_transformers() {
+    for base in ["llama-mqa-tied", "llama-gqa"] {
+        let dir = extended(base);
+        let want = oracle("check_merge.py", &["--data", s(&corpus()), s(&dir)]);
+        let (loss, tokens) = loam_eval(&dir, None);
+        assert_eq!(want[0]["tokens"], tokens, "{base}: predicted-token counts");
+        assert_close(
+            &format!("{base}: loam eval vs transformers on DIR"),
+            loss,
+            want[0]["loss"].as_f64().unwrap(),
+            1e-5,
+        );
+    }
+}
+
+/// `loam train` with `lora.trainable_tokens = "new"` on the extended model.
+fn trained(base: &str) -> PathBuf {
+    let dir = extended(base);
+    once(&format!("train {base}"), |out| {
+        let recipe = format!(
+            r#"
+[model]
+path = "{model}"
+dtype = "f32"
+device = "cpu"
+[lora]
+r = 4
+alpha = 8
+dropout = 0.1
+targets = "all-linear"
+trainable_tokens = "new"
+[data]
+seq_len = 32
+packing = true
+eval_fraction = 0.2
+train_on = "all"
+[[data.train]]
+path = "{data}"
+format = "text"
+[train]
+steps = 8
+micro_batch = 2
+grad_accum = 2
+lr = 2e-2
+warmup = 1
+checkpoint_every = 4
+eval_every = 4
+"#,
+            model = dir.display(),
+            data = corpus().display(),
+        );
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let path = out.with_extension("toml");
+        std::fs::write(&path, recipe).unwrap();
+        assert_success(&loam(&["train", s(&path), "--out", s(out)]), "loam train");
+    })
+}
+
+#[test]
+fn trained_rows_load_in_peft_merge_into_transformers_and_export_to_llama_cpp() {
+    for (base, tied) in [("llama-mqa-tied", true), ("llama-gqa", false)] {
+        let dir = extended(base);
+        let run = trained(base);
+        let adapter = run.join("adapter");
+        let cfg = read_json(&adapter.join("adapter_config.json"));
+        let new_ids = read_json(&dir.join("vocab_extension.json"))["new_token_ids"].clone();
+        let want_indices = if tied {
+            new_ids.clone()
+        } else {
+            serde_json::json!({"embed_tokens": new_ids, "lm_head": new_ids})
+        };
+        assert_eq!(cfg["trainable_token_indices"], want_indices, "{base}");
+
+        // PEFT loads it on the extended base, every tensor as saved, at loam's loss
+        let peft = oracle(
+            "check_peft.py",
+            &["--model", s(&dir), "--data", s(&corpus()), s(&adapter)],
+        );
+        for field in ["missing", "unexpected", "differ"] {
+            assert_eq!(peft[0][field], serde_json::json!([]), "{base}: {}", peft[0]);
+        }
+        let (with_adapter, tokens) = loam_eval(&dir, Some(&adapter));
+        assert_eq!(peft[0]["tokens"], tokens);
+        assert_close(
+            &format!("{base}: loam vs PEFT"),
+            with_adapter,
+            peft[0]["loss"].as_f64().unwrap(),
+            1e-4,
+        );
+        let (before, _) = loam_eval(&dir, None);
+        assert!(
+            before - with_adapter > 0.05,
+            "{base}: training changed little: {before} -> {with_adapter}"
+        );
+
+        // merged: trained rows in, tokenizer and vocab_size of DIR, tied stays tied
+        let merged = run.parent().unwrap().join("merged");
+        let out = loam(&[
+            "merge",
+            "--model",
+            s(&dir),
+            "--adapter",
+            s(&adapter),
+            "--out",
+            s(&merged),
+        ]);
+        assert_success(&out, "loam merge");
+        let config = read_json(&merged.join("config.json"));
+        assert_eq!(config["vocab_size"], 49280);
+        assert_eq!(config["tie_word_embeddings"], tied);
+        assert_eq!(
+            std::fs::read(merged.join("tokenizer.json")).unwrap(),
+            std::fs::read(dir.join("tokenizer.json")).unwrap()
+        );
+        let hf = oracle("check_merge.py", &["--data", s(&corpus()), s(&merged)]);
+        assert_close(
+            &format!("{base}: transformers on the merged model vs the adapter"),
+            hf[0]["loss"].as_f64().unwrap(),
+            with_adapter,
+            1e-4,
+        );
+        assert_close(
+            &format!("{base}: loam eval of the merged model"),
+            loam_eval(&merged, None).0,
+            with_adapter,
+            1e-4,
+        );
+
+        // GGUF: llama.cpp tokenizes as transformers on text full of new tokens
+        let gguf = run.parent().unwrap().join("merged.f32.gguf");
+        let out = loam(&[
+            "gguf",
+            "export",
+            "--model",
+            s(&merged),
+            "--out",
+            s(&gguf),
+            "--type",
+            "f32",
+        ]);
+        assert_success(&out, "loam gguf export");
+        let lc = oracle(
+            "check_vocab.py",
+            &["llama-cpp", s(&gguf), s(&merged), "--data", s(&corpus())],
+        );
+        assert!(
+            lc[0]["new_tokens_seen"].as_u64().unwrap() > 200,
+            "{}",
+            lc[0]
+        );
+
+        // loam generate emits the new tokens, as transformers' generate does
+        let prompts = ["mae hen wlad", "ሰላም ዓለም ቋንቋ"];
+        let hf = oracle(
+            "check_vocab.py",
+            &[
+                "generate",
+                s(&merged),
+                "--max-new-tokens",
+                "12",
+                "--prompt",
+                prompts[0],
+                prompts[1],
+            ],
+        );
+        let mut emitted_new = 0;
+        for (prompt, want) in prompts.iter().zip(&hf) {
+            let out = loam(&[
+                "generate",
+                "--model",
+                s(&merged),
+                "--raw",
+                "--prompt",
+                prompt,
+                "--max-new-tokens",
+                "12",
+                "--json",
+                "--dtype",
+                "f32",
+                "--device",
+                "cpu",
+            ]);
+            assert_success(&out, "loam generate");
+            let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(got["token_ids"], want["token_ids"], "{base}: {prompt:?}");
+            emitted_new += got["token_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|id| id.as_u64().unwrap() >= 49152)
+                .count();
+        }
+        assert!(
+            emitted_new > 0,
+            "{base}: generation never emitted a new token"
+        );
+    }
+}
+
+#[test]
+fn resume_restores_the_trained_rows() {
+    // a run stopped after 4 steps and resumed ends where the uninterrupted run does
+    let full = trained("llama-mqa-tied");
+    let recipe = full.with_extension("toml");
+    let dir = temp_dir("vocab-resume");
+    let run = dir.join("run");
+    let stop = loam(&["train", s(&recipe), "--out", s(&run), "--stop-after", "4"]);
+    assert_success(&stop, "loam train --stop-after 4");
+    assert_success(
+        &loam(&["train", s(&recipe), "--out", s(&run), "--resume"]),
+        "loam train --resume",
+    );
+    let a = std::fs::read(full.join("adapter/adapter_model.safetensors")).unwrap();
+    let b = std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "the resumed adapter (token rows included) differs from the uninterrupted one"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_gets_one_clear_error() {
+    let dir = temp_dir("vocab-errors");
+    let base = model("llama-gqa");
+    let data = corpus();
+    let extend = |extra: &[&str]| {
+        let mut args = vec!["vocab", "extend", "--model", s(&base), "--data", s(&data)];
+        args.extend_from_slice(extra);
+        loam(&args)
+    };
+    let out = dir.join("x");
+    let out_s = s(&out);
+    assert_clean_failure(
+        &extend(&["--new-tokens", "0", "--out", out_s]),
+        &["--new-tokens"],
+    );
+    assert_clean_failure(
+        &extend(&["--new-tokens", "4", "--column", "body", "--out", out_s]),
+        &["body", "corpus.parquet"],
+    );
+    assert_clean_failure(
+        &extend(&["--new-tokens", "4", "--out", out_s, "--held-out", "1.5"]),
+        &["held-out"],
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    assert_clean_failure(
+        &extend(&["--new-tokens", "4", "--out", out_s]),
+        &["--force"],
+    );
+    // "new" on a model that `loam vocab extend` did not write
+    let recipe = dir.join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[model]\npath = \"{}\"\ndevice = \"cpu\"\n[lora]\ntrainable_tokens = \"new\"\n\
+             [[data.train]]\npath = \"{}\"\nformat = \"text\"\n[train]\nsteps = 1\n",
+            base.display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    assert_clean_failure(
+        &loam(&["train", s(&recipe), "--out", s(&run)]),
+        &["vocab_extension.json", "list of token ids"],
+    );
+    let bad = loam(&[
+        "train",
+        s(&recipe),
+        "--out",
+        s(&run),
+        "--set",
+        "lora.trainable_tokens=[1, 99999999]",
+    ]);
+    assert_clean_failure(&bad, &["99999999"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
