@@ -328,13 +328,17 @@ fn trained_rows_load_in_peft_merge_into_transformers_and_export_to_llama_cpp() {
             lc[0]
         );
 
-        // loam generate emits the new tokens, as transformers' generate does
+        // loam generate emits the new tokens, as transformers' generate does. A tiny random
+        // model rarely picks any given 64 of 49k tokens after a few steps: the new rows of a
+        // copy are scaled up so that greedy decoding meets them.
+        let loud = run.parent().unwrap().join("loud");
+        scale_rows(&merged, &loud, 49152..49216, 3.0);
         let prompts = ["mae hen wlad", "ሰላም ዓለም ቋንቋ"];
         let hf = oracle(
             "check_vocab.py",
             &[
                 "generate",
-                s(&merged),
+                s(&loud),
                 "--max-new-tokens",
                 "12",
                 "--prompt",
@@ -347,7 +351,7 @@ fn trained_rows_load_in_peft_merge_into_transformers_and_export_to_llama_cpp() {
             let out = loam(&[
                 "generate",
                 "--model",
-                s(&merged),
+                s(&loud),
                 "--raw",
                 "--prompt",
                 prompt,
@@ -374,6 +378,42 @@ fn trained_rows_load_in_peft_merge_into_transformers_and_export_to_llama_cpp() {
             "{base}: generation never emitted a new token"
         );
     }
+}
+
+/// A copy of the f32 model in `src` with `rows` of its embedding and output head scaled.
+fn scale_rows(src: &Path, dst: &Path, rows: std::ops::Range<usize>, factor: f32) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "model.safetensors" {
+            std::fs::copy(&path, dst.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in file.tensors() {
+        let mut raw = view.data().to_vec();
+        if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32);
+            let hidden = view.shape()[1];
+            for value in raw[rows.start * hidden * 4..rows.end * hidden * 4].chunks_exact_mut(4) {
+                let x = f32::from_le_bytes(value.try_into().unwrap()) * factor;
+                value.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+        data.push((name, view.shape().to_vec(), raw));
+    }
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, shape, raw)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw);
+            (n.as_str(), view.unwrap())
+        })
+        .collect();
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), &dst.join("model.safetensors")).unwrap();
 }
 
 #[test]
