@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Check a GGUF written by `loam gguf export` with llama.cpp itself (llama-cpp-python).
 
-usage: check_llama_cpp.py FILE.gguf MODEL_DIR [--min-agreement 0.97] [--threads N]
+usage: check_llama_cpp.py FILE.gguf MODEL_DIR [--min-agreement 0.97] [--threads N] [--texts TEXT.parquet]
 
 MODEL_DIR is the Hugging Face directory the GGUF was exported from. Over the oracle's
 multilingual texts (fixtures_data.py's tokenizer texts: English, Welsh, Swahili, Amharic,
-Chinese, emoji, code, special tokens; plus a few longer sentences):
+Chinese, emoji, code, special tokens; plus a few longer sentences; with --texts, also the
+first 60 rows of that Parquet file's `text` column):
   - llama.cpp's tokenizer gives transformers' ids: `tokenizer(text)` (special tokens added as
     the tokenizer's post-processor adds them, special tokens in the text parsed) against
     `llama_tokenize(text, add_special=True, parse_special=True)`, which adds BOS / EOS as the
@@ -49,6 +50,7 @@ def main() -> int:
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--min-agreement", type=float, default=0.97)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--texts", type=Path, help="also the first 60 rows of this Parquet's `text` column")
     args = ap.parse_args()
 
     import numpy as np
@@ -63,9 +65,10 @@ def main() -> int:
                 logits_all=True, n_threads=args.threads, n_threads_batch=args.threads,
                 n_gpu_layers=0, seed=0, verbose=False)
 
+    texts = TEXTS + (read_texts(args.texts)[:60] if args.texts else [])
     errors = []
     agree = total = 0
-    for text in TEXTS:
+    for text in texts:
         want = tok(text)["input_ids"]
         got = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if got != want:
@@ -81,7 +84,7 @@ def main() -> int:
         total += len(want)
     llm.close()  # now, not in __del__ at interpreter exit (which prints a spurious error)
     rate = agree / total if total else 0.0
-    print(f"llama.cpp {llm_version()}: tokenization identical on {len(TEXTS) - len(errors)}/{len(TEXTS)} "
+    print(f"llama.cpp {llm_version()}: tokenization identical on {len(texts) - len(errors)}/{len(texts)} "
           f"texts; top-1 agreement with transformers {rate:.4f} ({agree}/{total} positions)")
     if total and rate < args.min_agreement:
         errors.append(f"top-1 agreement {rate:.4f} < {args.min_agreement}")
@@ -89,6 +92,11 @@ def main() -> int:
         print("\n".join(errors))
         return 1
     return 0
+
+
+def read_texts(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+    return pq.read_table(path).column("text").to_pylist()
 
 
 def llm_version() -> str:

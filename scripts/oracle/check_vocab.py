@@ -3,7 +3,6 @@
 
 usage:
   check_vocab.py tokenizer DIR BASE_DIR --data TEXT.parquet --out IDS.json
-  check_vocab.py llama-cpp FILE.gguf MODEL_DIR --data TEXT.parquet [--min-agreement 0.97]
   check_vocab.py generate MODEL_DIR --prompt TEXT... [--max-new-tokens 16]
 
 tokenizer: transformers' AutoTokenizer on DIR and on BASE_DIR, over the corpus' texts and a few
@@ -14,9 +13,6 @@ tokenizer: transformers' AutoTokenizer on DIR and on BASE_DIR, over the corpus' 
   segmentation of that token, padding rows the mean of all base token rows, base rows unchanged;
   config.json's vocab_size. Writes `tokenizer(text)["input_ids"]` per text to IDS.json, for loam's
   tokenizer to be compared with. Prints one JSON line of counts.
-llama-cpp: llama.cpp's tokenizer (llama-cpp-python) on the GGUF gives transformers' ids on the
-  corpus texts and a few others (BOS / EOS as the GGUF says); llama.cpp's next-token argmax equals
-  the f32 transformers model's at >= --min-agreement of the positions. Prints a JSON line.
 generate: transformers' greedy `generate` (f32) for each raw prompt (`tokenizer(prompt)`), one
   JSON line each: {"prompt", "token_ids"} (the new tokens only, EOS excluded).
 Used by tests/vocab.rs.
@@ -127,44 +123,6 @@ def check_tokenizer(args) -> int:
     return 1 if errors else 0
 
 
-def check_llama_cpp(args) -> int:
-    import numpy as np
-    import torch
-    from llama_cpp import Llama
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.set_num_threads(2)
-    tok = AutoTokenizer.from_pretrained(args.model_dir)
-    report = json.loads((Path(args.model_dir) / "vocab_extension.json").read_text())
-    new_ids = set(report["new_token_ids"])
-    ref = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
-    llm = Llama(model_path=args.gguf, n_ctx=512, n_batch=512, n_ubatch=512, logits_all=True,
-                n_threads=2, n_threads_batch=2, n_gpu_layers=0, seed=0, verbose=False)
-    errors, agree, total, new_seen = [], 0, 0, 0
-    for text in read_texts(args.data)[:60] + PROBES:
-        want = tok(text)["input_ids"]
-        got = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-        if got != want:
-            errors.append(f"tokens differ on {text[:40]!r}:\n  llama.cpp    {got}\n  transformers {want}")
-            continue
-        new_seen += sum(i in new_ids for i in want)
-        llm.reset()
-        llm.eval(want)
-        ours = np.array(llm.scores[: len(want)])
-        with torch.no_grad():
-            theirs = ref(torch.tensor([want])).logits[0].numpy()
-        agree += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
-        total += len(want)
-    agreement = agree / max(total, 1)
-    if agreement < args.min_agreement:
-        errors.append(f"top-1 agreement {agreement:.4f} < {args.min_agreement}")
-    for e in errors:
-        print(f"FAIL: {e}", file=sys.stderr)
-    print(json.dumps({"agreement": agreement, "positions": total, "new_tokens_seen": new_seen,
-                      "errors": len(errors)}))
-    return 1 if errors else 0
-
-
 def generate(args) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -193,18 +151,12 @@ def main() -> int:
     t.add_argument("base")
     t.add_argument("--data", required=True)
     t.add_argument("--out", required=True)
-    c = sub.add_parser("llama-cpp")
-    c.add_argument("gguf")
-    c.add_argument("model_dir")
-    c.add_argument("--data", required=True)
-    c.add_argument("--min-agreement", type=float, default=0.97)
     g = sub.add_parser("generate")
     g.add_argument("model_dir")
     g.add_argument("--prompt", nargs="+", required=True)
     g.add_argument("--max-new-tokens", type=int, default=16)
     args = ap.parse_args()
-    return {"tokenizer": check_tokenizer, "llama-cpp": check_llama_cpp,
-            "generate": generate}[args.cmd](args)
+    return {"tokenizer": check_tokenizer, "generate": generate}[args.cmd](args)
 
 
 if __name__ == "__main__":

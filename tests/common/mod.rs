@@ -101,6 +101,15 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// packing and gradient accumulation all on, an eval split, checkpoints every 2 steps.
 pub fn write_recipe(dir: &Path, base: &str) -> PathBuf {
     let f = fixtures();
+    write_recipe_at(
+        dir,
+        &f.join("models").join(base),
+        &f.join("data/text.parquet"),
+    )
+}
+
+/// [`write_recipe`] for the model directory `model` and the text Parquet `data`.
+pub fn write_recipe_at(dir: &Path, model: &Path, data: &Path) -> PathBuf {
     let recipe = format!(
         r#"
 [model]
@@ -130,12 +139,73 @@ warmup = 1
 checkpoint_every = 2
 eval_every = 3
 "#,
-        model = f.join("models").join(base).display(),
-        data = f.join("data/text.parquet").display(),
+        model = model.display(),
+        data = data.display(),
     );
     let path = dir.join("recipe.toml");
     std::fs::write(&path, recipe).unwrap();
     path
+}
+
+/// `got` within `rel` of `want` (relative), both printed.
+pub fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
+    println!("{what}: {got:.8} vs {want:.8}");
+    assert!(
+        ((got - want) / want).abs() <= rel,
+        "{what}: {got} vs {want} (rel {:.2e} > {rel:.0e})",
+        ((got - want) / want).abs()
+    );
+}
+
+/// Runs a script of scripts/oracle with the oracle's Python; returns its JSON lines (the
+/// test fails when it exits non-zero).
+pub fn oracle(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/oracle")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run the oracle python");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{report}\n{}",
+        stderr(&out)
+    );
+    eprintln!("{script}: {}", report.trim());
+    report
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `loam eval --json` on the text Parquet `data` at seq_len 64 (f32, CPU, default
+/// --train-on): (loss, predicted tokens).
+pub fn eval_json(model: &Path, adapter: Option<&Path>, data: &Path) -> (f64, u64) {
+    let mut args = vec![
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--seq-len",
+        "64",
+        "--json",
+        "--dtype",
+        "f32",
+        "--device",
+        "cpu",
+    ];
+    if let Some(a) = adapter {
+        args.extend_from_slice(&["--adapter", s(a)]);
+    }
+    let out = loam(&args);
+    assert_success(&out, "loam eval");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["loss"].as_f64().unwrap(), v["tokens"].as_u64().unwrap())
 }
 
 /// A locale directory as distributions lay it out: `root/<lang>/LC_MESSAGES/<name>.mo`.

@@ -96,6 +96,29 @@ impl ModelArgs {
     }
 }
 
+/// The rows a command reads: a Parquet source and its format.
+#[derive(Args)]
+pub(crate) struct SourceArgs {
+    /// Parquet file, directory of *.parquet, or glob of shards.
+    #[arg(long)]
+    data: String,
+    /// Row format: text | alpaca | chat | prompt_completion.
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// The main column (default: `text` for text, `messages` for chat).
+    #[arg(long)]
+    column: Option<String>,
+}
+
+impl SourceArgs {
+    pub(crate) fn config(&self) -> Result<loam_data::SourceConfig> {
+        let format = loam_data::Format::parse(&self.format)?;
+        let mut config = loam_data::SourceConfig::new(&self.data, format);
+        config.column = self.column.clone();
+        Ok(config)
+    }
+}
+
 /// `RUST_LOG` filters; by default loam's own info messages and everyone's warnings, on stderr.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

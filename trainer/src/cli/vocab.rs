@@ -4,7 +4,6 @@ use crate::hub;
 use crate::vocab::extend::{self, ExtendOptions};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use loam_data::{Format, SourceConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -20,15 +19,9 @@ pub struct ExtendArgs {
     /// Base model directory (Hugging Face layout) or a hub id in the local Hugging Face cache.
     #[arg(long)]
     model: String,
-    /// Parquet file, directory of *.parquet, or glob of shards: the text to learn from.
-    #[arg(long)]
-    data: String,
-    /// Row format: text | alpaca | chat | prompt_completion (every text field is used).
-    #[arg(long, default_value = "text")]
-    format: String,
-    /// The main column (default: `text` for text, `messages` for chat).
-    #[arg(long)]
-    column: Option<String>,
+    /// The text to learn from (of chat, alpaca and prompt/completion rows: every text field).
+    #[command(flatten)]
+    source: super::SourceArgs,
     /// How many tokens to add.
     #[arg(long)]
     new_tokens: usize,
@@ -52,10 +45,8 @@ pub struct ExtendArgs {
 pub fn run(command: VocabCommand) -> Result<()> {
     let VocabCommand::Extend(args) = command;
     let started = Instant::now();
-    let mut data = SourceConfig::new(&args.data, Format::parse(&args.format)?);
-    data.column = args.column.clone();
     let opts = ExtendOptions {
-        data,
+        data: args.source.config()?,
         new_tokens: args.new_tokens,
         held_out: args.held_out,
         min_count: args.min_count,

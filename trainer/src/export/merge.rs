@@ -17,7 +17,7 @@ use crate::vocab::trainable_tokens::{self, check_ids};
 use anyhow::{bail, Context, Result};
 use shards::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Kind, Tensor};
 
 /// Files besides the weights that make the directory usable, copied when the base has them.
@@ -60,40 +60,26 @@ pub fn merge(
     out: &Path,
     opts: &MergeOptions,
 ) -> Result<MergeSummary> {
-    if out.exists() && !opts.force {
-        bail!(
-            "{} already exists; pass --force to replace it",
-            out.display()
-        );
-    }
+    fsutil::ensure_new(out, opts.force)?;
     let cfg = adapter::read_config(adapter_dir)?;
     let entries = shards::list_tensors(model_dir)?;
     let tied = ModelSpec::from_model_dir(model_dir)?.tie_word_embeddings;
     let adapter = read_adapter(adapter_dir, &cfg, &entries, tied)?;
     let dtype = opts.dtype.unwrap_or_else(|| shards::saved_dtype(&entries));
 
-    let tmp = PathBuf::from(format!("{}.tmp", out.display()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let written = (|| -> Result<shards::Written> {
+    let written = fsutil::build_dir(out, |tmp| {
         let written = shards::write_tensors(
             model_dir,
             &entries,
             dtype,
             opts.shard_size,
-            &tmp,
+            tmp,
             |e, base| Ok(adapter.merged(&e.name, base)),
         )?;
-        shards::write_config(model_dir, &tmp, |config| set_dtype(config, dtype))?;
-        for name in SIDE_FILES {
-            let src = model_dir.join(name);
-            if src.exists() {
-                std::fs::copy(&src, tmp.join(name))
-                    .with_context(|| format!("cannot copy {}", src.display()))?;
-            }
-        }
+        shards::write_config(model_dir, tmp, |config| set_dtype(config, dtype))?;
+        fsutil::copy_present(model_dir, tmp, SIDE_FILES)?;
         model_card::write(&model_card::CardInput {
-            out: &tmp,
+            out: tmp,
             model_dir,
             model_arg,
             adapter_dir,
@@ -101,15 +87,7 @@ pub fn merge(
             dtype,
         })?;
         Ok(written)
-    })();
-    let written = match written {
-        Ok(written) => written,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    fsutil::replace_dir(&tmp, out)?;
+    })?;
     Ok(MergeSummary {
         tensors: entries.len(),
         merged: adapter.loras.len() + adapter.rows.len(),

@@ -109,7 +109,7 @@ fn nll_sum(hidden: &Tensor, head: &OutputHead, labels: &Tensor, chunk: i64) -> (
     let mut zero = &surrogate - surrogate.detach();
     if let (Some(g), Some((_, values))) = (row_grad, trained_rows) {
         let rows = (values * g).sum(Kind::Float);
-        zero = zero + (&rows - rows.detach());
+        zero += &rows - rows.detach();
     }
     (nll + zero, count)
 }
@@ -117,6 +117,22 @@ fn nll_sum(hidden: &Tensor, head: &OutputHead, labels: &Tensor, chunk: i64) -> (
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Summed next-token cross-entropy by autograd, the plain way.
+    fn plain_nll(hidden: &Tensor, lm_head: &Tensor, labels: &Tensor) -> Tensor {
+        let (_, t, h) = hidden.size3().unwrap();
+        let logits = hidden
+            .narrow(1, 0, t - 1)
+            .reshape([-1, h])
+            .linear::<Tensor>(lm_head, None);
+        logits.cross_entropy_loss::<Tensor>(
+            &labels.narrow(1, 1, t - 1).reshape([-1]),
+            None,
+            tch::Reduction::Sum,
+            IGNORE_INDEX,
+            0.0,
+        )
+    }
 
     /// The fused loss and its gradient equal autograd through plain cross-entropy.
     #[test]
@@ -133,17 +149,7 @@ mod tests {
         (&fused * 0.25).backward();
 
         let plain_in = hidden.copy().set_requires_grad(true);
-        let logits = plain_in
-            .narrow(1, 0, t - 1)
-            .reshape([-1, h])
-            .linear::<Tensor>(&lm_head, None);
-        let plain = logits.cross_entropy_loss::<Tensor>(
-            &labels.narrow(1, 1, t - 1).reshape([-1]),
-            None,
-            tch::Reduction::Sum,
-            IGNORE_INDEX,
-            0.0,
-        );
+        let plain = plain_nll(&plain_in, &lm_head, &labels);
         (&plain * 0.25).backward();
 
         assert_eq!(count, b * (t - 1) - b * 2);
@@ -194,17 +200,7 @@ mod tests {
         let plain_states = hidden.copy().set_requires_grad(true);
         let w = weight.index_copy(0, &ids, &plain_rows);
         let (plain, _) = next_token_nll_sum(&plain_states, &w.detach(), &labels, 100);
-        let logits = plain_states
-            .narrow(1, 0, t - 1)
-            .reshape([-1, h])
-            .linear::<Tensor>(&w, None);
-        let reference = logits.cross_entropy_loss::<Tensor>(
-            &labels.narrow(1, 1, t - 1).reshape([-1]),
-            None,
-            tch::Reduction::Sum,
-            IGNORE_INDEX,
-            0.0,
-        );
+        let reference = plain_nll(&plain_states, &w, &labels);
         (&reference * 0.5).backward();
         assert!((fused.double_value(&[]) - plain.double_value(&[])).abs() < 1e-4);
         for (got, want) in [

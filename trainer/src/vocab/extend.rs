@@ -15,11 +15,12 @@ use super::resize;
 use crate::export::shards;
 use crate::fsutil;
 use crate::model::ModelSpec;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use loam_data::vocab::corpus::Chunk;
 use loam_data::vocab::{self, CorpusReader, Fertility, WordCounts};
 use loam_data::{SourceConfig, Tokenizer};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Files copied from the base as they are (the slow-tokenizer files `vocab.json`,
 /// `merges.txt`, `added_tokens.json` and `tokenizer.model` are not: they would describe the
@@ -77,15 +78,11 @@ pub fn extend(
     // 1. the corpus as the base tokenizer segments it
     let mut words = WordCounts::default();
     let (mut learn_before, mut held_before) = (Fertility::default(), Fertility::default());
-    let bar = progress_bar(corpus.num_rows(), "base tokenizer");
-    corpus.for_each_chunk(CHUNK_ROWS, |chunk| {
+    read_corpus(&corpus, "base tokenizer", |chunk| {
         words.add_texts(&base, &chunk.learn)?;
         learn_before.add(&base, &chunk.learn)?;
-        held_before.add(&base, &chunk.held_out)?;
-        bar.inc(chunk.rows as u64);
-        Ok(())
+        held_before.add(&base, &chunk.held_out)
     })?;
-    bar.finish_and_clear();
     if learn_before.texts == 0 {
         bail!(
             "{}: no text to learn from (every row is empty or held out); give more rows or a \
@@ -125,40 +122,27 @@ pub fn extend(
     let vocab_size = resize::padded_vocab_size(spec.vocab_size, tokenizer_size);
 
     // 3. the model directory
-    let tmp = PathBuf::from(format!("{}.tmp", out.display()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let report = (|| -> Result<Report> {
+    fsutil::build_dir(out, |tmp| {
         let extended = vocab::extended_tokenizer(&tokenizer_file, &ext)?;
         vocab::tokenizer_json::save(&extended, &tmp.join("tokenizer.json"))?;
-        for name in SIDE_FILES {
-            let src = model_dir.join(name);
-            if src.exists() {
-                std::fs::copy(&src, tmp.join(name))
-                    .with_context(|| format!("cannot copy {}", src.display()))?;
-            }
-        }
+        fsutil::copy_present(model_dir, tmp, SIDE_FILES)?;
         for name in STALE_FILES.iter().filter(|n| model_dir.join(n).exists()) {
             tracing::warn!(
                 "{name} of the base is not copied: tokenizer.json holds the extended vocabulary"
             );
         }
-        shards::write_config(model_dir, &tmp, |config| {
+        shards::write_config(model_dir, tmp, |config| {
             config.insert("vocab_size".into(), vocab_size.into());
         })?;
-        write_weights(model_dir, &tmp, vocab_size, &ext)?;
+        write_weights(model_dir, tmp, vocab_size, &ext)?;
 
         // 4. fertility after
-        let extended = Tokenizer::from_model_dir(&tmp)?;
+        let extended = Tokenizer::from_model_dir(tmp)?;
         let (mut learn_after, mut held_after) = (Fertility::default(), Fertility::default());
-        let bar = progress_bar(corpus.num_rows(), "extended tokenizer");
-        corpus.for_each_chunk(CHUNK_ROWS, |chunk| {
+        read_corpus(&corpus, "extended tokenizer", |chunk| {
             learn_after.add(&extended, &chunk.learn)?;
-            held_after.add(&extended, &chunk.held_out)?;
-            bar.inc(chunk.rows as u64);
-            Ok(())
+            held_after.add(&extended, &chunk.held_out)
         })?;
-        bar.finish_and_clear();
         let report = Report {
             base_model: model_arg.to_string(),
             data: opts.data.path.clone(),
@@ -173,19 +157,31 @@ pub fn extend(
             learn: PartReport::new(&learn_before, &learn_after),
             held_out: PartReport::new(&held_before, &held_after),
         };
-        report.write(&tmp)?;
+        report.write(tmp)?;
         Ok(report)
-    })();
-    match report {
-        Ok(report) => {
-            fsutil::replace_dir(&tmp, out)?;
-            Ok(report)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    })
+}
+
+/// One pass over the corpus, `each` called per chunk of rows, with a progress bar.
+fn read_corpus(
+    corpus: &CorpusReader,
+    what: &str,
+    mut each: impl FnMut(&Chunk) -> Result<()>,
+) -> Result<()> {
+    let bar = ProgressBar::new(corpus.num_rows());
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} rows  {{per_sec}}  eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    corpus.for_each_chunk(CHUNK_ROWS, |chunk| {
+        each(chunk)?;
+        bar.inc(chunk.rows as u64);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(())
 }
 
 /// The base checkpoint with its token rows resized, in its own dtype and sharding.
@@ -222,15 +218,4 @@ fn largest_shard(model_dir: &Path) -> u64 {
     } else {
         u64::MAX
     }
-}
-
-fn progress_bar(rows: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(rows);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what} {{bar:30}} {{pos}}/{{len}} rows  {{per_sec}}  eta {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }

@@ -177,7 +177,7 @@ impl TrainableTokens {
         let rows = saved_rows(indices, tensors, lm.spec.tie_word_embeddings, file)?;
         let vocab = lm.model.embed_tokens.size()[0];
         let hidden = lm.spec.hidden_size;
-        let take = |saved: Option<(Vec<i64>, Tensor)>| -> Result<Option<Rows>> {
+        let take = |saved: Option<SavedRows>| -> Result<Option<Rows>> {
             let Some((ids, values)) = saved else {
                 return Ok(None);
             };
@@ -299,6 +299,9 @@ impl CausalLm {
     }
 }
 
+/// Row ids and their saved values `[n, hidden]`.
+pub type SavedRows = (Vec<i64>, Tensor);
+
 /// (embedding rows, untied output rows) of a saved adapter: ids and values, taken out of
 /// `tensors`. Shared by `adapter::load` and `loam merge`.
 pub fn saved_rows(
@@ -306,11 +309,11 @@ pub fn saved_rows(
     tensors: &mut BTreeMap<String, Tensor>,
     tied: bool,
     file: &Path,
-) -> Result<(Option<(Vec<i64>, Tensor)>, Option<(Vec<i64>, Tensor)>)> {
+) -> Result<(Option<SavedRows>, Option<SavedRows>)> {
     let ids = indices
         .resolve(tied)
         .with_context(|| format!("{}", file.display()))?;
-    let mut take = |ids: Option<Vec<i64>>, key: &str| -> Result<Option<(Vec<i64>, Tensor)>> {
+    let mut take = |ids: Option<Vec<i64>>, key: &str| -> Result<Option<SavedRows>> {
         let Some(ids) = ids else {
             return Ok(None);
         };
