@@ -14,15 +14,6 @@ fn text_data() -> PathBuf {
     fixtures().join("data/text.parquet")
 }
 
-fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
-    println!("{what}: {got:.7} vs {want:.7}");
-    assert!(
-        ((got - want) / want).abs() <= rel,
-        "{what}: {got} vs {want} (rel {:.2e} > {rel:.0e})",
-        ((got - want) / want).abs()
-    );
-}
-
 /// The run dir of `loam train` on `base` with `sets`, trained once per test binary.
 fn trained(base: &str, sets: &[&str]) -> PathBuf {
     static RUNS: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();

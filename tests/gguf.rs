@@ -13,7 +13,6 @@ use loam::model::{self, Positions};
 use loam_data::Tokenizer;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 fn smollm2_gguf() -> PathBuf {
@@ -53,23 +52,9 @@ fn assert_same_loss(a: f64, b: f64, rel: f64, what: &str) {
 
 /// Runs an oracle script, `scripts/oracle/<script> FILE MODEL [extra]`, which must succeed.
 fn run_oracle(script: &str, file: &Path, model: &Path, extra: &[&str]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts/oracle")
-        .join(script);
-    let out = Command::new(python())
-        .arg(&path)
-        .arg(file)
-        .arg(model)
-        .args(extra)
-        .output()
-        .expect("run the oracle python");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{report}\n{}",
-        stderr(&out)
-    );
-    eprintln!("{}", report.trim());
+    let mut args = vec![s(file), s(model)];
+    args.extend_from_slice(extra);
+    oracle(script, &args);
 }
 
 /// Runs scripts/oracle/check_gguf_export.py on an exported file.

@@ -21,6 +21,8 @@
 //!   sample (for held-out generation); [`trained_text`]: the bytes and characters behind a
 //!   row's trained tokens (`Encoder::trained_text_size`, the denominator of bits per byte).
 //! - [`stats::DataStats`]: what `loam data stats` prints.
+//! - [`vocab`]: new BPE merges learned on a corpus on top of a tokenizer's own
+//!   (`loam vocab extend`), the extended `tokenizer.json`, and tokens per byte / word.
 //! - [`gettext::build`] + [`gettext::write_parquet`]: a translation chat dataset from the
 //!   gettext catalogs (`.mo`) installed for a language (`loam data gettext`).
 //!
@@ -105,6 +107,7 @@ pub mod stream;
 #[cfg(test)]
 mod testutil;
 pub mod trained_text;
+pub mod vocab;
 
 pub use config::{suggest, DataConfig, Format, OnError, Overlong, SourceConfig};
 pub use error::{DataError, Location};

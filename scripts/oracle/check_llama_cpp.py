@@ -3,10 +3,12 @@
 
 usage: check_llama_cpp.py FILE.gguf MODEL_DIR [--min-agreement 0.97] [--min-cosine C]
                           [--imported DIR] [--expect-mismatch TEXT]... [--threads N]
+                          [--texts TEXT.parquet]
 
 MODEL_DIR is the Hugging Face directory the GGUF was exported from. Over the oracle's
 multilingual texts (fixtures_data.py's tokenizer texts: English, Welsh, Swahili, Amharic,
-Chinese, emoji, code, special tokens; plus a few longer sentences):
+Chinese, emoji, code, special tokens; plus a few longer sentences; with --texts, also the
+first 60 rows of that Parquet file's `text` column):
   - llama.cpp's tokenizer gives transformers' ids: `tokenizer(text)` (special tokens added as
     the tokenizer's post-processor adds them, special tokens in the text parsed) against
     `llama_tokenize(text, add_special=True, parse_special=True)`, which adds BOS / EOS as the
@@ -79,6 +81,7 @@ def main() -> int:
     ap.add_argument("--imported", type=Path, default=None)
     ap.add_argument("--expect-mismatch", action="append", default=[])
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--texts", type=Path, help="also the first 60 rows of this Parquet's `text` column")
     args = ap.parse_args()
 
     import numpy as np
@@ -100,7 +103,7 @@ def main() -> int:
         return contexts[n_ctx]
 
     original = longrope_original(args.model_dir)
-    texts = list(TEXTS)
+    texts = list(TEXTS) + (read_texts(args.texts)[:60] if args.texts else [])
     if original is not None:
         # enough prose to run past the original length by a few dozen tokens
         long = " ".join(PROSE)
@@ -165,6 +168,11 @@ def main() -> int:
         print("\n".join(errors))
         return 1
     return 0
+
+
+def read_texts(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+    return pq.read_table(path).column("text").to_pylist()
 
 
 def llm_version() -> str:

@@ -258,6 +258,9 @@ def peft_key(param_name: str) -> str:
     tail = ".lora_magnitude_vector.default.weight"
     if param_name.endswith(tail):
         return param_name[: -len(tail)] + ".lora_magnitude_vector"
+    tail = ".token_adapter.trainable_tokens_delta.default"  # trainable_token_indices rows
+    if param_name.endswith(tail):
+        return param_name[: -len(".default")]
     raise ValueError(f"unexpected trainable parameter {param_name}")
 
 

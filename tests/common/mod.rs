@@ -158,12 +158,18 @@ pub fn eval_json(
 
 /// [`eval_json`] on the fixtures' data/text.parquet: (loss, predicted tokens).
 pub fn text_eval(model: &Path, adapter: Option<&Path>, seq_len: usize) -> (f64, u64) {
-    let v = eval_json(
+    data_eval(
         model,
         adapter,
         &fixtures().join("data/text.parquet"),
         seq_len,
-    );
+    )
+}
+
+/// `loam eval --json` on the text Parquet `data` (f32, CPU, default --train-on): (loss,
+/// predicted tokens).
+pub fn data_eval(model: &Path, adapter: Option<&Path>, data: &Path, seq_len: usize) -> (f64, u64) {
+    let v = eval_json(model, adapter, data, seq_len);
     (v["loss"].as_f64().unwrap(), v["tokens"].as_u64().unwrap())
 }
 
@@ -216,7 +222,11 @@ pub fn write_recipe(dir: &Path, base: &str) -> PathBuf {
 
 /// [`write_recipe`] for the model directory `model`.
 pub fn write_recipe_for(dir: &Path, model: &Path) -> PathBuf {
-    let f = fixtures();
+    write_recipe_at(dir, model, &fixtures().join("data/text.parquet"))
+}
+
+/// [`write_recipe`] for the model directory `model` and the text Parquet `data`.
+pub fn write_recipe_at(dir: &Path, model: &Path, data: &Path) -> PathBuf {
     let recipe = format!(
         r#"
 [model]
@@ -247,11 +257,21 @@ checkpoint_every = 2
 eval_every = 3
 "#,
         model = model.display(),
-        data = f.join("data/text.parquet").display(),
+        data = data.display(),
     );
     let path = dir.join("recipe.toml");
     std::fs::write(&path, recipe).unwrap();
     path
+}
+
+/// `got` within `rel` of `want` (relative), both printed.
+pub fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
+    println!("{what}: {got:.8} vs {want:.8}");
+    assert!(
+        ((got - want) / want).abs() <= rel,
+        "{what}: {got} vs {want} (rel {:.2e} > {rel:.0e})",
+        ((got - want) / want).abs()
+    );
 }
 
 /// A locale directory as distributions lay it out: `root/<lang>/LC_MESSAGES/<name>.mo`.

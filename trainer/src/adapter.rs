@@ -4,6 +4,7 @@
 
 use crate::lora::{self, Lora, LoraInit};
 use crate::model::CausalLm;
+use crate::vocab::trainable_tokens::{TokenIndices, TrainableTokens};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,6 +46,10 @@ pub struct AdapterConfig {
     /// named init that changes the base weights only works on that changed base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_lora_weights: Option<serde_json::Value>,
+    /// Embedding / output-head rows trained beside the adapter (`lora.trainable_tokens`);
+    /// written from the model's trained rows when saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainable_token_indices: Option<TokenIndices>,
 }
 
 fn default_bias() -> String {
@@ -189,6 +194,10 @@ pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
         .into_iter()
         .map(|(k, t)| (normalized_key(model, &k), t))
         .collect();
+    if let Some(indices) = &cfg.trainable_token_indices {
+        let tokens = TrainableTokens::from_adapter(model, indices, &mut tensors, &weights_path)?;
+        model.trainable_tokens = Some(tokens);
+    }
     let device = model.device;
     let mut attached = 0;
     for (path, linear) in model.linears_mut() {
@@ -247,7 +256,7 @@ pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
             weights_path.display()
         );
     }
-    if attached == 0 {
+    if attached == 0 && model.trainable_tokens.is_none() {
         bail!("{} holds no LoRA tensors", weights_path.display());
     }
     Ok(cfg)
@@ -320,6 +329,9 @@ fn tensors_by_key(
             }
         }
     }
+    if let Some(tokens) = &model.trainable_tokens {
+        out.extend(tokens.state_dict());
+    }
     out
 }
 
@@ -342,6 +354,7 @@ pub fn save(model: &mut CausalLm, cfg: &AdapterConfig, dir: &Path) -> Result<()>
     if model.spec.multimodal {
         cfg.target_modules = language_model_targets(model);
     }
+    cfg.trainable_token_indices = model.trainable_tokens.as_ref().map(|t| t.indices());
     if is_pissa {
         // scale = alpha / r (rsLoRA: alpha / √r) stays the same at rank 2r
         let alpha_factor = if cfg.use_rslora { 2f64.sqrt() } else { 2.0 };

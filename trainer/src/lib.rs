@@ -10,6 +10,8 @@
 //! - `export/`: merged model directories and their model card; `gguf/`: GGUF import and export
 //! - `dist/`: data-parallel training over libtorch's c10d (torchrun, Slurm)
 //! - `autograd`: differentiable operations whose backward is Rust (a small libtorch C++ bridge)
+//! - `vocab/`: `loam vocab extend` (new tokens, resized embeddings) and the trainable
+//!   token rows of `lora.trainable_tokens`
 //! - `runtime`: devices, dtypes, memory, libtorch failures; `fsutil`: atomic outputs
 //! - `cli`: the `loam` command line, a thin layer over the above
 
@@ -28,6 +30,7 @@ pub mod model;
 pub mod recipe;
 pub mod runtime;
 pub mod train;
+pub mod vocab;
 pub mod weights;
 
 #[cfg(test)]

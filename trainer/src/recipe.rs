@@ -5,6 +5,7 @@
 use crate::adapter::Targets;
 use crate::lora::LoraInit;
 use crate::model::quant::Quantize;
+use crate::vocab::trainable_tokens::TrainableTokensSpec;
 use anyhow::{bail, Context, Result};
 use loam_data::config::{check_data_keys, check_keys, explain_serde_error};
 use loam_data::DataConfig;
@@ -53,6 +54,9 @@ pub struct LoraSection {
     pub init: LoraInit,
     /// Start from an existing PEFT adapter directory (its own r / alpha / targets).
     pub from: String,
+    /// Embedding / output-head rows trained beside the adapter: `"new"` (the tokens
+    /// `loam vocab extend` added) or a list of token ids (PEFT's `trainable_token_indices`).
+    pub trainable_tokens: TrainableTokensSpec,
 }
 
 impl Default for LoraSection {
@@ -70,6 +74,7 @@ impl Default for LoraSection {
             dora: false,
             init: LoraInit::Default,
             from: String::new(),
+            trainable_tokens: TrainableTokensSpec::default(),
         }
     }
 }
@@ -157,7 +162,15 @@ fn default_device() -> String {
 const SECTIONS: &[&str] = &["model", "lora", "data", "train", "output"];
 const MODEL_KEYS: &[&str] = &["path", "dtype", "device", "quantize", "quantize_skip"];
 const LORA_KEYS: &[&str] = &[
-    "r", "alpha", "dropout", "targets", "rslora", "dora", "init", "from",
+    "r",
+    "alpha",
+    "dropout",
+    "targets",
+    "rslora",
+    "dora",
+    "init",
+    "from",
+    "trainable_tokens",
 ];
 const TRAIN_KEYS: &[&str] = &[
     "steps",

@@ -7,22 +7,15 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use loam_data::encode::Encoder;
 use loam_data::source::Source;
-use loam_data::{Format, SourceConfig, Tokenizer, TrainOn};
+use loam_data::{Tokenizer, TrainOn};
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     model: super::ModelArgs,
-    /// Parquet file, directory of *.parquet, or glob of shards.
-    #[arg(long)]
-    data: String,
-    /// Row format: text | alpaca | chat | prompt_completion.
-    #[arg(long, default_value = "text")]
-    format: String,
-    /// The main column (default: `text` for text, `messages` for chat).
-    #[arg(long)]
-    column: Option<String>,
+    #[command(flatten)]
+    source: super::SourceArgs,
     /// Which tokens carry loss, as in training: all | assistant | last_assistant | completion.
     #[arg(long, default_value = "assistant", value_parser = parse_train_on)]
     train_on: TrainOn,
@@ -59,8 +52,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?;
     let (lm, dir) = args.model.load()?;
     let tokenizer = Tokenizer::from_model_dir(&dir)?;
-    let mut source_config = SourceConfig::new(&args.data, Format::parse(&args.format)?);
-    source_config.column = args.column.clone();
+    let source_config = args.source.config()?;
     let source = Source::open(0, &source_config)?;
 
     let encoder = Encoder::new(tokenizer, None, args.train_on, source_config.add_eos)?;
@@ -99,7 +91,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             result.tokens,
             result.bytes,
             result.rows,
-            args.data
+            source_config.path
         );
         if let Some(g) = &result.generation {
             println!(

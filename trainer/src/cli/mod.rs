@@ -6,6 +6,7 @@ mod generate;
 mod gguf;
 mod merge;
 mod train;
+mod vocab;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
     Data(data::DataCommand),
     /// Export a model to llama.cpp's GGUF, or import a GGUF as a model directory.
     Gguf(gguf::GgufArgs),
+    /// A bigger vocabulary for a language: new tokens learned on a corpus.
+    #[command(subcommand)]
+    Vocab(vocab::VocabCommand),
 }
 
 pub fn run() -> Result<()> {
@@ -62,6 +66,7 @@ pub fn run() -> Result<()> {
         Command::Merge(args) => merge::run(args),
         Command::Gguf(args) => gguf::run(args),
         Command::Data(command) => data::run(command),
+        Command::Vocab(command) => vocab::run(command),
     }
 }
 
@@ -95,8 +100,33 @@ impl ModelArgs {
         let mut lm = crate::model::load_with(&dir, kind, device, self.quantize, &[])?;
         if let Some(adapter_dir) = &self.adapter {
             crate::adapter::load(&mut lm, adapter_dir)?;
+            // these commands never train: trained token rows go into the weights once
+            lm.fold_trainable_tokens();
         }
         Ok((lm, dir))
+    }
+}
+
+/// The rows a command reads: a Parquet source and its format.
+#[derive(Args)]
+pub(crate) struct SourceArgs {
+    /// Parquet file, directory of *.parquet, or glob of shards.
+    #[arg(long)]
+    data: String,
+    /// Row format: text | alpaca | chat | prompt_completion.
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// The main column (default: `text` for text, `messages` for chat).
+    #[arg(long)]
+    column: Option<String>,
+}
+
+impl SourceArgs {
+    pub(crate) fn config(&self) -> Result<loam_data::SourceConfig> {
+        let format = loam_data::Format::parse(&self.format)?;
+        let mut config = loam_data::SourceConfig::new(&self.data, format);
+        config.column = self.column.clone();
+        Ok(config)
     }
 }
 

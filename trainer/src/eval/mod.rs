@@ -129,6 +129,7 @@ fn score_rows(
 ) -> Result<Scored> {
     let _no_grad = tch::no_grad_guard();
     let bar = progress_bar(total_rows, rank == 0);
+    let head = model.head();
     let (mut nll, mut tokens) = (0f64, 0i64);
     let mut per_row = Vec::new();
     let mut text = TextSize::default();
@@ -158,7 +159,7 @@ fn score_rows(
             &input_ids,
             &Positions::contiguous(1, n as i64, model.device),
         );
-        let (sum, predicted) = next_token_nll_sum(&hidden, &model.head(), &labels, DEFAULT_CHUNK);
+        let (sum, predicted) = next_token_nll_sum(&hidden, &head, &labels, DEFAULT_CHUNK);
         let sum = sum.to_kind(Kind::Double).double_value(&[]);
         per_row[i] = (sum, predicted);
         nll += sum;

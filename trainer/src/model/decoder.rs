@@ -12,6 +12,7 @@ use super::norm::RmsNorm;
 use super::quant::{self, LinearWeight, Quantization};
 use super::rope::{self, Ropes, RotaryTables};
 use crate::lora::Lora;
+use crate::vocab::trainable_tokens::TrainableTokens;
 use crate::weights::{TensorLayout, Weights};
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
@@ -200,18 +201,20 @@ pub struct Model {
 }
 
 /// The output projection and what follows it: Gemma 2's final soft-cap.
-#[derive(Clone, Copy)]
-pub struct LmHead<'a> {
-    /// `[vocab, hidden]`.
-    pub weight: &'a Tensor,
+pub struct LmHead {
+    /// `[vocab, hidden]` in the compute dtype, trained token rows written in place.
+    pub weight: Tensor,
     /// Logits become `tanh(z / cap) · cap`, in the compute dtype.
     pub softcap: Option<f64>,
+    /// The rows that train (`lora.trainable_tokens`): (row ids `[n]` int64, their values
+    /// `[n, hidden]` f32), whose gradient the loss computes.
+    pub trained_rows: Option<(Tensor, Tensor)>,
 }
 
-impl LmHead<'_> {
+impl LmHead {
     /// Logits of hidden states `[.., hidden]`, in their dtype.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        let z = hidden.linear::<Tensor>(self.weight, None);
+        let z = hidden.linear::<Tensor>(&self.weight, None);
         match self.softcap {
             Some(cap) => (z / cap).tanh() * cap,
             None => z,
@@ -231,6 +234,8 @@ pub struct CausalLm {
     pub batched_attention_max_scores: i64,
     /// Where the checkpoint keeps the decoder (multimodal checkpoints nest it).
     pub layout: TensorLayout,
+    /// Embedding / output-head rows trained beside the adapter (`lora.trainable_tokens`).
+    pub trainable_tokens: Option<TrainableTokens>,
 }
 
 impl CausalLm {
@@ -368,6 +373,7 @@ impl CausalLm {
             device,
             batched_attention_max_scores: attention::BATCHED_MAX_SCORES,
             layout,
+            trainable_tokens: None,
         })
     }
 
@@ -388,11 +394,17 @@ impl CausalLm {
         all
     }
 
-    /// The output projection (with its soft-cap).
-    pub fn head(&self) -> LmHead<'_> {
+    /// The output projection: `lm_head` with any trained token rows in place, and its
+    /// soft-cap.
+    pub fn head(&self) -> LmHead {
+        let rows = self.trainable_tokens.as_ref().and_then(|t| t.output_rows());
         LmHead {
-            weight: &self.lm_head,
+            weight: match rows {
+                Some(rows) => rows.written_into(&self.lm_head),
+                None => self.lm_head.shallow_clone(),
+            },
             softcap: self.spec.final_logit_softcap,
+            trained_rows: rows.map(|r| (r.index.shallow_clone(), r.values.shallow_clone())),
         }
     }
 
@@ -437,6 +449,10 @@ impl CausalLm {
     /// Token embeddings (Gemma: × √hidden, the factor rounded to the compute dtype first).
     pub fn embed(&self, input_ids: &Tensor) -> Tensor {
         let h = Tensor::embedding(&self.model.embed_tokens, input_ids, -1, false, false);
+        let h = match &self.trainable_tokens {
+            Some(tokens) => tokens.embed(h, input_ids),
+            None => h,
+        };
         match self.spec.embed_scale {
             Some(scale) => {
                 let scale = Tensor::from(scale as f32)

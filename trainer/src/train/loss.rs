@@ -20,14 +20,15 @@ pub const DEFAULT_CHUNK: i64 = 128;
 
 /// Sum of NLL (f32 scalar tensor, differentiable) and the number of predicted tokens.
 /// With a soft-capped head (Gemma 2) the logits are `c · tanh(z / c)` and the gradient
-/// through them is multiplied by `1 − tanh²(z / c)`.
+/// through them is multiplied by `1 − tanh²(z / c)`. The head's trained token rows
+/// (`lora.trainable_tokens`) get their gradient here too, as the hidden states do.
 pub fn next_token_nll_sum(
     hidden: &Tensor,
     head: &LmHead,
     labels: &Tensor,
     chunk: i64,
 ) -> (Tensor, i64) {
-    let lm_head = head.weight;
+    let lm_head = &head.weight;
     let (b, t, h) = hidden.size3().expect("hidden states are [B, T, H]");
     let targets = labels.narrow(1, 1, t - 1).reshape([-1]);
     let trained = targets.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
@@ -42,10 +43,13 @@ pub fn next_token_nll_sum(
     let targets = targets.index_select(0, &trained);
     let with_grad = states.requires_grad();
 
-    let (nll, grads) = {
+    let trained_rows = head.trained_rows.as_ref().filter(|_| with_grad);
+    let (nll, grads, row_grad) = {
         let _guard = tch::no_grad_guard();
         let mut nll = Tensor::zeros([], (Kind::Float, hidden.device()));
         let mut grads = Vec::new();
+        // ∂ nll / ∂ (trained rows of lm_head) = (∂ nll / ∂ logits)[:, rows]ᵀ · states
+        let mut row_grad = trained_rows.map(|(_, values)| values.zeros_like());
         let mut start = 0;
         while start < count {
             let len = chunk.min(count - start);
@@ -67,10 +71,14 @@ pub fn next_token_nll_sum(
                     grad_logits *= 1.0 - t.square();
                 }
                 grads.push(grad_logits.to_kind(rows.kind()).mm(lm_head));
+                if let (Some(acc), Some((index, _))) = (&mut row_grad, trained_rows) {
+                    let g = grad_logits.index_select(1, index).tr();
+                    let _ = acc.g_add_(&g.mm(&rows.to_kind(Kind::Float)));
+                }
             }
             start += len;
         }
-        (nll, grads)
+        (nll, grads, row_grad)
     };
     if !with_grad {
         return (nll, count);
@@ -79,13 +87,41 @@ pub fn next_token_nll_sum(
     // above, so `backward` carries it (times any later scaling) into the decoder.
     let grad = Tensor::cat(&grads, 0).to_kind(Kind::Float);
     let surrogate = (states.to_kind(Kind::Float) * grad).sum(Kind::Float);
-    let zero = &surrogate - surrogate.detach();
+    let mut zero = &surrogate - surrogate.detach();
+    if let (Some(g), Some((_, values))) = (row_grad, trained_rows) {
+        let rows = (values * g).sum(Kind::Float);
+        zero += &rows - rows.detach();
+    }
     (nll + zero, count)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Summed next-token cross-entropy by autograd, the plain way.
+    fn plain_nll(
+        hidden: &Tensor,
+        lm_head: &Tensor,
+        softcap: Option<f64>,
+        labels: &Tensor,
+    ) -> Tensor {
+        let (_, t, h) = hidden.size3().unwrap();
+        let mut logits = hidden
+            .narrow(1, 0, t - 1)
+            .reshape([-1, h])
+            .linear::<Tensor>(lm_head, None);
+        if let Some(cap) = softcap {
+            logits = (logits / cap).tanh() * cap;
+        }
+        logits.cross_entropy_loss::<Tensor>(
+            &labels.narrow(1, 1, t - 1).reshape([-1]),
+            None,
+            tch::Reduction::Sum,
+            IGNORE_INDEX,
+            0.0,
+        )
+    }
 
     /// The fused loss and its gradient equal autograd through plain cross-entropy, with
     /// and without a soft-capped head.
@@ -96,8 +132,9 @@ mod tests {
             let (b, t, h, vocab) = (2, 9, 16, 50);
             let lm_head = Tensor::randn([vocab, h], (Kind::Float, tch::Device::Cpu));
             let head = LmHead {
-                weight: &lm_head,
+                weight: lm_head.shallow_clone(),
                 softcap,
+                trained_rows: None,
             };
             let hidden = Tensor::randn([b, t, h], (Kind::Float, tch::Device::Cpu));
             let labels = Tensor::randint(vocab, [b, t], (Kind::Int64, tch::Device::Cpu));
@@ -108,22 +145,8 @@ mod tests {
             (&fused * 0.25).backward();
 
             let plain_in = hidden.copy().set_requires_grad(true);
-            let mut logits = plain_in
-                .narrow(1, 0, t - 1)
-                .reshape([-1, h])
-                .linear::<Tensor>(&lm_head, None);
-            if let Some(cap) = softcap {
-                logits = (logits / cap).tanh() * cap;
-            }
-            let plain = logits.cross_entropy_loss::<Tensor>(
-                &labels.narrow(1, 1, t - 1).reshape([-1]),
-                None,
-                tch::Reduction::Sum,
-                IGNORE_INDEX,
-                0.0,
-            );
+            let plain = plain_nll(&plain_in, &lm_head, softcap, &labels);
             (&plain * 0.25).backward();
-
             assert_eq!(count, b * (t - 1) - b * 2);
             let loss_diff = (fused.double_value(&[]) - plain.double_value(&[])).abs();
             assert!(
@@ -144,6 +167,52 @@ mod tests {
             let (no_grad, _) = next_token_nll_sum(&hidden, &head, &labels, 3);
             assert!(!no_grad.requires_grad());
             assert!((no_grad.double_value(&[]) - fused.double_value(&[])).abs() < 1e-4);
+        }
+    }
+
+    /// Trained rows of a (soft-capped) head get autograd's gradient through
+    /// `W.index_copy(0, ids, rows)`.
+    #[test]
+    fn trained_head_rows_get_autograds_gradient() {
+        tch::manual_seed(1);
+        let (b, t, h, vocab) = (2, 7, 8, 30);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let weight = Tensor::randn([vocab, h], opts);
+        let ids = Tensor::from_slice(&[3i64, 17, 29]);
+        let hidden = Tensor::randn([b, t, h], opts);
+        let labels = Tensor::randint(vocab, [b, t], (Kind::Int64, tch::Device::Cpu));
+        let _ = labels.narrow(1, 0, 2).fill_(IGNORE_INDEX);
+        let start = weight.index_select(0, &ids);
+
+        let rows = start.copy().set_requires_grad(true);
+        let states = hidden.copy().set_requires_grad(true);
+        let head = LmHead {
+            weight: weight.index_copy(0, &ids, &rows.detach()),
+            softcap: Some(4.0),
+            trained_rows: Some((ids.shallow_clone(), rows.shallow_clone())),
+        };
+        let (fused, _) = next_token_nll_sum(&states, &head, &labels, 3);
+        (&fused * 0.5).backward();
+
+        let plain_rows = start.copy().set_requires_grad(true);
+        let plain_states = hidden.copy().set_requires_grad(true);
+        let w = weight.index_copy(0, &ids, &plain_rows);
+        let frozen = LmHead {
+            weight: w.detach(),
+            softcap: Some(4.0),
+            trained_rows: None,
+        };
+        let (plain, _) = next_token_nll_sum(&plain_states, &frozen, &labels, 100);
+        let reference = plain_nll(&plain_states, &w, Some(4.0), &labels);
+        (&reference * 0.5).backward();
+        assert!((fused.double_value(&[]) - plain.double_value(&[])).abs() < 1e-4);
+        for (got, want) in [
+            (rows.grad(), plain_rows.grad()),
+            (states.grad(), plain_states.grad()),
+        ] {
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            let scale = want.abs().max().double_value(&[]);
+            assert!(scale > 0.0 && diff < 1e-5 * scale, "{diff} vs {scale}");
         }
     }
 }

@@ -169,7 +169,7 @@ fn run_replica(
     // ── model + adapter ────────────────────────────────────────────────────────────────
     let m = &recipe.model;
     let mut lm = model::load_with(&model_dir, kind, device, m.quantize, &m.quantize_skip)?;
-    let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
+    let adapter_cfg = attach_adapter(&mut lm, &recipe, &model_dir)?;
     let adapted = lm
         .linears_mut()
         .iter()
@@ -395,9 +395,12 @@ fn shared(
 }
 
 /// A fresh adapter from `[lora]`, or the PEFT adapter `lora.from` names (its own r/alpha/targets).
-fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe) -> Result<AdapterConfig> {
+fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe, model_dir: &Path) -> Result<AdapterConfig> {
     let l = &recipe.lora;
     if !l.from.is_empty() {
+        if l.trainable_tokens != Default::default() {
+            bail!("set lora.trainable_tokens or lora.from, not both: the adapter in lora.from brings its own");
+        }
         let cfg = adapter::load(lm, Path::new(&l.from))
             .with_context(|| format!("loading lora.from = {}", l.from))?;
         return Ok(AdapterConfig {
@@ -422,8 +425,10 @@ fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe) -> Result<AdapterConfig> {
         rank_pattern: Default::default(),
         alpha_pattern: Default::default(),
         init_lora_weights: None,
+        trainable_token_indices: None,
     };
     adapter::attach_new(lm, &cfg, l.init)?;
+    crate::vocab::trainable_tokens::attach(lm, &l.trainable_tokens, model_dir)?;
     Ok(cfg)
 }
 
@@ -438,6 +443,9 @@ pub fn trainable_params(lm: &mut CausalLm) -> Vec<Tensor> {
                 params.push(m.shallow_clone());
             }
         }
+    }
+    if let Some(tokens) = &lm.trainable_tokens {
+        params.extend(tokens.params());
     }
     params
 }
@@ -574,6 +582,10 @@ fn forward_backward_checkpointed(
         let out = layer.forward(&x, &ctx, true, None);
         (out * &grad).sum(Kind::Float).backward();
         grad = x.grad();
+    }
+    // trained token rows sit before the first block: carry the gradient into them
+    if lm.trainable_tokens.is_some() {
+        (lm.embed(input_ids) * &grad).sum(Kind::Float).backward();
     }
     nll.detach()
 }

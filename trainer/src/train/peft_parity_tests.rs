@@ -89,6 +89,7 @@ fn run_case(root: &Path, case_dir: &Path, checkpointing: bool) {
             rank_pattern: Default::default(),
             alpha_pattern: Default::default(),
             init_lora_weights: None,
+            trainable_token_indices: None,
         };
         // PiSSA's SVD on one intra-op thread, as the reference computed it: LAPACK's
         // threaded SVD of a tall matrix (Phi-3's gate_up_proj) differs by ~3e-5 relative.
@@ -199,6 +200,10 @@ fn named_grads(lm: &mut model::CausalLm) -> Vec<(String, Tensor)> {
             }
         }
     }
+    if let Some(tokens) = &lm.trainable_tokens {
+        let keys = tokens.state_dict().into_iter().map(|(k, _)| k);
+        out.extend(keys.zip(tokens.params()).map(|(k, p)| (k, p.grad())));
+    }
     out
 }
 
@@ -218,6 +223,47 @@ fn training_steps_match_peft_lora_rslora_dora_and_pissa() {
     let root = fixtures();
     for case in cases_in(&root) {
         run_case(&root, &case, false);
+    }
+}
+
+/// LoRA beside trainable token rows (PEFT's `trainable_token_indices`), tied and untied
+/// (scripts/oracle/fixtures_vocab.py): the rows' gradients and values after 3 steps too.
+#[test]
+fn trainable_tokens_match_peft_tied_and_untied() {
+    use crate::vocab::trainable_tokens::{TrainableTokens, TrainableTokensSpec};
+    let root = fixtures().join("vocab/train");
+    for case in ["tokens-untied", "tokens-tied"] {
+        let dir = root.join(case);
+        assert!(
+            dir.join("case.json").exists(),
+            "{} missing: run scripts/oracle/build.sh",
+            dir.display()
+        );
+        // `trainable_tokens = "new"` starts the same rows PEFT started (copies of the base's)
+        let spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        let base_dir = fixtures().join(spec["base"].as_str().unwrap());
+        let mut lm = model::load(&base_dir, Kind::Float, Device::Cpu).unwrap();
+        let ids = TrainableTokensSpec::Keyword("new".into())
+            .ids(&base_dir)
+            .unwrap()
+            .unwrap();
+        let fresh = TrainableTokens::new(&lm, &ids).unwrap();
+        let cfg = adapter::load(&mut lm, &dir.join("adapter_init")).unwrap();
+        let loaded = lm.trainable_tokens.as_ref().unwrap();
+        assert_eq!(Some(fresh.indices()), cfg.trainable_token_indices, "{case}");
+        let (ours, peft) = (fresh.state_dict(), loaded.state_dict());
+        assert_eq!(
+            ours.len(),
+            if spec["tied"] == true { 1 } else { 2 },
+            "{case}"
+        );
+        for ((k1, a), (k2, b)) in ours.iter().zip(&peft) {
+            assert_eq!(k1, k2);
+            assert!(a.equal(b), "{case}: {k1} starts other rows than PEFT's");
+        }
+        run_case(&fixtures(), &dir, false);
+        run_case(&fixtures(), &dir, true);
     }
 }
 
