@@ -68,26 +68,13 @@ say "2. translation pairs for '$lang' from the gettext catalogs on this machine"
 mkdir -p "$run"
 show $loam data gettext --lang "$lang" "${locale_args[@]}" --out "$run/data" --force
 
-# a few held-out English messages to translate before and after training
-mapfile -t prompts < <("$py" - "$run/data/eval.parquet" <<'EOF'
-import sys, pyarrow.parquet as pq
-rows = pq.read_table(sys.argv[1], columns=["messages"]).column("messages").to_pylist()
-# short, different messages: the first user turn of rows spread over the split
-picks = [r for r in rows if len(r[0]["content"]) < 90][::max(1, len(rows) // 40)][:4]
-for r in picks:
-    print(r[0]["content"].replace("\n", "\\n"))
-EOF
-)
-prompt_args=()
-for p in "${prompts[@]}"; do prompt_args+=(--prompt "$(printf '%b' "$p")"); done
-
 # ── 3. the base model on the held-out split ────────────────────────────────────────────
-say "3. the base model on the held-out messages (never trained on)"
-show $loam eval --model "$model" --data "$run/data/eval.parquet" --format chat --seq-len 256 --json \
+# loss and bits per byte of the community's translations, then the model translates every
+# held-out message (greedy) and its answers are scored against them: chrF++ and BLEU
+say "3. the base model on the held-out messages (never trained on): loss, then translating all of them"
+show $loam eval --model "$model" --data "$run/data/eval.parquet" --format chat --seq-len 256 \
+  --generate --max-new-tokens "$gen_tokens" --predictions "$run/predictions-before.jsonl" --json \
   | tee "$run/eval-before.json"
-say "   the base model translating held-out messages"
-show $loam generate --model "$model" "${prompt_args[@]}" --max-new-tokens "$gen_tokens" --json \
-  > "$run/generate-before.jsonl"
 
 # ── 4. training a LoRA adapter from the recipe ──────────────────────────────────────────
 length=(--set "train.steps=$steps")
@@ -103,9 +90,8 @@ show $loam train recipes/gettext-translate.toml \
 # ── 5. the adapted model on the same held-out split ────────────────────────────────────
 say "5. with the adapter: the same held-out messages"
 show $loam eval --model "$model" --adapter "$run/train/adapter" --data "$run/data/eval.parquet" \
-  --format chat --seq-len 256 --json | tee "$run/eval-after.json"
-show $loam generate --model "$model" --adapter "$run/train/adapter" "${prompt_args[@]}" \
-  --max-new-tokens "$gen_tokens" --json > "$run/generate-after.jsonl"
+  --format chat --seq-len 256 --generate --max-new-tokens "$gen_tokens" \
+  --predictions "$run/predictions-after.jsonl" --json | tee "$run/eval-after.json"
 
 # ── 6. publishable artifacts: merged model, q8_0 GGUF + Modelfile ───────────────────────
 say "6. merging the adapter into a full model, and exporting a q8_0 GGUF for llama.cpp / Ollama"
@@ -121,21 +107,25 @@ run, lang, gguf, wall = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 before, after = (json.load(open(f"{run}/eval-{w}.json")) for w in ("before", "after"))
 train = json.load(open(f"{run}/train/summary.json"))
 data = json.load(open(f"{run}/data/summary.json"))
-gens = [[json.loads(l) for l in open(f"{run}/generate-{w}.jsonl")] for w in ("before", "after")]
-eval_rows = {r["english"]: r["translation"] for r in
-             __import__("pyarrow.parquet", fromlist=["x"]).read_table(
-                 f"{run}/data/eval.parquet", columns=["english", "translation"]).to_pylist()}
-print("held-out translations (never trained on):")
-for b, a in zip(*gens):
-    english = b["prompt"].split("\n", 1)[-1]
-    print(f"  English:   {english}")
-    print(f"  community: {eval_rows.get(english, '?')}")
-    print(f"  before:    {b['text'].strip().replace(chr(10), ' ⏎ ')[:120]}")
-    print(f"  after:     {a['text'].strip().replace(chr(10), ' ⏎ ')[:120]}\n")
+preds = [[json.loads(l) for l in open(f"{run}/predictions-{w}.jsonl")] for w in ("before", "after")]
+# a few short, different messages spread over the split
+picks = [i for i, p in enumerate(preds[0]) if len(p["prompt"]) < 90][::max(1, len(preds[0]) // 40)][:4]
+print("held-out translations (never trained on; each answer's chrF++):")
+for i in picks:
+    b, a = preds[0][i], preds[1][i]
+    print(f"  English:   {b['prompt'].split(chr(10), 1)[-1]}")
+    print(f"  community: {b['reference']}")
+    print(f"  before:    {b['prediction'].strip().replace(chr(10), ' ⏎ ')[:120]}   ({b['chrf']:.1f})")
+    print(f"  after:     {a['prediction'].strip().replace(chr(10), ' ⏎ ')[:120]}   ({a['chrf']:.1f})\n")
 print(f"data:        {data['train']} train / {data['eval']} held-out "
       f"pairs from {len(data['catalogs'])} catalogs")
 print(f"eval loss:   {before['loss']:.4f} -> {after['loss']:.4f}   "
-      f"perplexity {before['perplexity']:.2f} -> {after['perplexity']:.2f}")
+      f"perplexity {before['perplexity']:.2f} -> {after['perplexity']:.2f}   "
+      f"bits/byte {before['bits_per_byte']:.3f} -> {after['bits_per_byte']:.3f}")
+print(f"chrF++:      {before['chrf']:.2f} -> {after['chrf']:.2f}   "
+      f"BLEU {before['bleu']:.2f} -> {after['bleu']:.2f}   "
+      f"exact match {100 * before['exact_match']:.1f}% -> {100 * after['exact_match']:.1f}%   "
+      f"({after['generated']} held-out messages, greedy)")
 print(f"training:    {train['steps']} steps, {train['tokens']} trained tokens, "
       f"{train['tokens_per_s']:.0f} tokens/s, peak memory {train['peak_rss_bytes'] / 2**30:.2f} GiB")
 print(f"wall time:   {wall // 60} min {wall % 60} s (setup included)")

@@ -5,7 +5,8 @@
 #   2. with --tests (scripts/test.sh): llama.cpp in that environment (llama-cpp-python,
 #      compiled once per machine into a cached wheel) and its GGUF converter, the oracles
 #      the tests check GGUF files with: scripts/setup_llama_cpp.sh;
-#   3. a release build of `loam`, linked with an rpath to that libtorch.
+#   3. Gloo's headers for the c10d shim (scripts/setup_dist.sh);
+#   4. a release build of `loam`, linked with an rpath to that libtorch.
 # A second run takes seconds.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/steps.sh"
@@ -66,7 +67,14 @@ if [ "${1:-}" = "--tests" ]; then
   scripts/setup_llama_cpp.sh
 fi
 
-# 3. The binary.
+# 3. Gloo's headers for the data-parallel shim (cached per machine, no root needed).
+# Not fatal: without them loam builds single-process (`loam --version` says so).
+step "fetching the headers data-parallel training is built with"
+if ! scripts/setup_dist.sh; then
+  say "warning: no Gloo headers, so this build has no data-parallel training on CPUs (see above)"
+fi
+
+# 4. The binary.
 step "building loam (release)" \
   "read cargo's error above; crates come from crates.io, libtorch from LIBTORCH=${LIBTORCH:-unset}"
 cargo build --release --locked -p loam

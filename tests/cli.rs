@@ -7,36 +7,12 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn eval_json(model: &Path, data: &Path, seq_len: usize) -> serde_json::Value {
-    let seq = seq_len.to_string();
-    let out = loam(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--seq-len",
-        &seq,
-        "--json",
-        "--dtype",
-        "f32",
-        "--device",
-        "cpu",
-    ]);
-    assert!(out.status.success(), "loam eval failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 fn assert_eval_matches(model: &Path, expected: &Path) {
     let exp: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(expected).unwrap()).unwrap();
     let got = eval_json(
         model,
+        None,
         &fixtures().join("data/text.parquet"),
         exp["seq_len"].as_u64().unwrap() as usize,
     );
@@ -115,12 +91,8 @@ fn unsupported_architecture_lists_the_supported_ones() {
 
 /// A copy of a fixture model whose files can be damaged.
 fn copy_model(name: &str, to: &str) -> PathBuf {
-    let src = fixtures().join("models").join(name);
     let dir = temp_dir(to);
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    copy_dir(&fixtures().join("models").join(name), &dir);
     dir
 }
 

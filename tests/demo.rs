@@ -1,6 +1,7 @@
 //! The README's demo command (scripts/demo.sh), end to end with a tiny step count: import
-//! SmolLM2's GGUF, build translation chats from gettext catalogs, eval, generate, train,
-//! eval and generate with the adapter, merge, export a q8_0 GGUF, summarize.
+//! SmolLM2's GGUF, build translation chats from gettext catalogs, eval and translate the
+//! held-out split (chrF++, BLEU), train, the same with the adapter, merge, export a q8_0
+//! GGUF, summarize.
 mod common;
 use common::*;
 use std::process::Command;
@@ -72,7 +73,14 @@ fn the_demo_runs_the_whole_story_and_the_held_out_loss_falls() {
         "demo failed:\n{stdout}\n{}",
         stderr(&out)
     );
-    for line in ["eval loss:", "held-out translations", "ollama create"] {
+    for line in [
+        "eval loss:",
+        "bits/byte",
+        "chrF++:",
+        "BLEU",
+        "held-out translations",
+        "ollama create",
+    ] {
         assert!(
             stdout.contains(line),
             "the summary lacks `{line}`:\n{stdout}"
@@ -87,6 +95,14 @@ fn the_demo_runs_the_whole_story_and_the_held_out_loss_falls() {
         "held-out loss {before} -> {after}"
     );
     assert_eq!(read("train/summary.json")["steps"], 8);
+    // chrF++ and BLEU of the answers to every held-out message, before and after
+    for eval in [&before, &after] {
+        assert_eq!(eval["generated"], eval["rows"], "{eval}");
+        assert!(
+            eval["chrf"].as_f64().is_some() && eval["bleu"].as_f64().is_some(),
+            "{eval}"
+        );
+    }
     for artifact in [
         "train/adapter/adapter_model.safetensors",
         "merged/config.json",

@@ -7,20 +7,11 @@ use common::*;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Mutex, OnceLock};
 
 fn text_data() -> PathBuf {
     fixtures().join("data/text.parquet")
-}
-
-fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
-    println!("{what}: {got:.7} vs {want:.7}");
-    assert!(
-        ((got - want) / want).abs() <= rel,
-        "{what}: {got} vs {want} (rel {:.2e} > {rel:.0e})",
-        ((got - want) / want).abs()
-    );
 }
 
 /// The run dir of `loam train` on `base` with `sets`, trained once per test binary.
@@ -50,46 +41,7 @@ fn loam_loss(model: &Path, adapter: Option<&Path>) -> f64 {
 
 /// `loam eval --json` (loss, predicted tokens), as [`loam_loss`].
 fn loam_eval(model: &Path, adapter: Option<&Path>) -> (f64, u64) {
-    let data = text_data();
-    let mut args = vec![
-        "eval",
-        "--model",
-        s(model),
-        "--data",
-        s(&data),
-        "--seq-len",
-        "64",
-        "--json",
-        "--dtype",
-        "f32",
-        "--device",
-        "cpu",
-    ];
-    if let Some(a) = adapter {
-        args.extend_from_slice(&["--adapter", s(a)]);
-    }
-    let out = loam(&args);
-    assert_success(&out, "loam eval");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (v["loss"].as_f64().unwrap(), v["tokens"].as_u64().unwrap())
-}
-
-/// Runs an oracle script; returns its JSON lines.
-fn oracle(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts/oracle")
-        .join(script);
-    let out = Command::new(python())
-        .arg(&path)
-        .args(args)
-        .output()
-        .expect("run the oracle python");
-    assert_success(&out, script);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    text_eval(model, adapter, 64)
 }
 
 fn merge(base: &Path, adapter: &Path, out: &Path, extra: &[&str]) -> Output {

@@ -13,7 +13,6 @@ use loam::model::{self, Positions};
 use loam_data::Tokenizer;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 fn smollm2_gguf() -> PathBuf {
@@ -40,24 +39,7 @@ fn export(model: &Path, out: &Path, ty: &str) {
 }
 
 fn eval_loss(model: &Path) -> f64 {
-    let data = fixtures().join("data/text.parquet");
-    let out = loam(&[
-        "eval",
-        "--model",
-        s(model),
-        "--data",
-        s(&data),
-        "--seq-len",
-        "256",
-        "--json",
-        "--dtype",
-        "f32",
-        "--device",
-        "cpu",
-    ]);
-    assert_success(&out, "loam eval");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["loss"].as_f64().unwrap()
+    text_eval(model, None, 256).0
 }
 
 fn assert_same_loss(a: f64, b: f64, rel: f64, what: &str) {
@@ -70,23 +52,9 @@ fn assert_same_loss(a: f64, b: f64, rel: f64, what: &str) {
 
 /// Runs an oracle script, `scripts/oracle/<script> FILE MODEL [extra]`, which must succeed.
 fn run_oracle(script: &str, file: &Path, model: &Path, extra: &[&str]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts/oracle")
-        .join(script);
-    let out = Command::new(python())
-        .arg(&path)
-        .arg(file)
-        .arg(model)
-        .args(extra)
-        .output()
-        .expect("run the oracle python");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{report}\n{}",
-        stderr(&out)
-    );
-    eprintln!("{}", report.trim());
+    let mut args = vec![s(file), s(model)];
+    args.extend_from_slice(extra);
+    oracle(script, &args);
 }
 
 /// Runs scripts/oracle/check_gguf_export.py on an exported file.
@@ -488,6 +456,272 @@ fn export_of_an_unsupported_family_or_type_is_a_clear_error() {
         std::fs::read_dir(&dir).unwrap().count(),
         0,
         "partial output left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The tokenizer fixtures (scripts/oracle/fixtures_tokenizers.py): name → manifest entry.
+fn tokenizer_case(name: &str) -> (PathBuf, serde_json::Value) {
+    let root = fixtures();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("tokenizers/manifest.json"))
+            .expect("tokenizer fixtures missing: run scripts/oracle/build.sh"),
+    )
+    .unwrap();
+    let case = manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no tokenizer fixture {name}"))
+        .clone();
+    (root.join(case["dir"].as_str().unwrap()), case)
+}
+
+/// Exports a tokenizer fixture's tiny model in f16, checks the tokenizer metadata it was
+/// expected to get, imports it back, and has llama.cpp check tokens (against transformers,
+/// on the original and the imported tokenizer) and top-1 predictions.
+fn tokenizer_round_trip_in_llama_cpp(name: &str, extra: &[&str]) {
+    let (src, case) = tokenizer_case(name);
+    let dir = temp_dir(&format!("tok-{name}"));
+    let file = dir.join("model.f16.gguf");
+    export(&src, &file, "f16");
+    let f = loam_gguf::GgufFile::open(&file).unwrap();
+    assert_eq!(
+        f.get_str("tokenizer.ggml.model").unwrap(),
+        case["ggml_model"].as_str().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        f.get_str("tokenizer.ggml.pre").unwrap(),
+        case["ggml_pre"].as_str().unwrap(),
+        "{name}"
+    );
+    drop(f);
+    let back = dir.join("back");
+    import(&file, &back);
+    let mut args = vec!["--imported", s(&back)];
+    args.extend_from_slice(extra);
+    run_oracle("check_llama_cpp.py", &file, &src, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gpt2_style_byte_level_tokenizer_runs_in_llama_cpp_as_gpt_2() {
+    tokenizer_round_trip_in_llama_cpp("gpt2-bytelevel", &[]);
+}
+
+#[test]
+fn smollm2_tokenizer_as_transformers_resaves_it_runs_in_llama_cpp() {
+    // Plain ByteLevel, no Digits step: the converter's probe hash still names it `smollm`
+    // (SmolLM's vocabulary has no multi-digit tokens), never the `gpt2` llama.cpp rejects.
+    tokenizer_round_trip_in_llama_cpp("smollm2-resaved", &[]);
+}
+
+#[test]
+fn llama3_split_tokenizer_runs_in_llama_cpp_as_llama_bpe() {
+    tokenizer_round_trip_in_llama_cpp("llama3-split", &[]);
+}
+
+#[test]
+fn qwen2_split_tokenizer_runs_in_llama_cpp_as_qwen2() {
+    tokenizer_round_trip_in_llama_cpp("qwen2-split", &[]);
+}
+
+#[test]
+fn tekken_split_tokenizer_runs_in_llama_cpp_as_tekken() {
+    tokenizer_round_trip_in_llama_cpp("tekken-split", &[]);
+}
+
+#[test]
+fn sentencepiece_bpe_tokenizer_runs_in_llama_cpp_as_its_llama_model() {
+    tokenizer_round_trip_in_llama_cpp("spm-bpe", &[]);
+}
+
+#[test]
+fn metaspace_sentencepiece_tokenizer_differs_in_llama_cpp_only_before_a_leading_space() {
+    // transformers 5's own SentencePiece conversion: llama.cpp adds `▁` before a leading
+    // space where the Metaspace pre-tokenizer does not; every other text is identical.
+    tokenizer_round_trip_in_llama_cpp("spm-bpe-metaspace", &["--expect-mismatch", " leading"]);
+}
+
+#[test]
+fn tokenizers_llama_cpp_cannot_express_are_refused_and_nothing_is_written() {
+    let dir = temp_dir("tok-refused");
+    let (unigram, _) = tokenizer_case("spm-unigram");
+    let out = dir.join("u.gguf");
+    let res = loam(&["gguf", "export", "--model", s(&unigram), "--out", s(&out)]);
+    assert_clean_failure(
+        &res,
+        &["spm-unigram/tokenizer.json", "Unigram", "byte fallback"],
+    );
+
+    // A byte-level BPE whose split no llama.cpp pre-tokenizer reproduces.
+    let (gpt2, _) = tokenizer_case("gpt2-bytelevel");
+    let odd = dir.join("odd-split");
+    std::fs::create_dir_all(&odd).unwrap();
+    for entry in std::fs::read_dir(&gpt2).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), odd.join(entry.file_name())).unwrap();
+    }
+    let path = odd.join("tokenizer.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    j["pre_tokenizer"] = serde_json::json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "[^\\n]+|\\n+"}, "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]});
+    std::fs::write(&path, j.to_string()).unwrap();
+    let out = dir.join("o.gguf");
+    let res = loam(&["gguf", "export", "--model", s(&odd), "--out", s(&out)]);
+    assert_clean_failure(
+        &res,
+        &[
+            "odd-split/tokenizer.json",
+            "no pre-tokenizer",
+            "gpt-2, smollm, llama-bpe",
+        ],
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("odd-split")],
+        "output left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn smollm2_quantized_exports_run_in_llama_cpp_within_their_bounds() {
+    // Top-1 agreement and mean logit cosine of llama.cpp on loam's export against
+    // transformers' f32 model (bounds in the README, below the measured values).
+    let dir = temp_dir("smollm2-quant");
+    for (ty, agreement, cosine) in QUANT_BOUNDS {
+        let file = dir.join(ty).join(format!("smollm2.{ty}.gguf"));
+        export(&model("smollm2-135m"), &file, ty);
+        run_oracle(
+            "check_llama_cpp.py",
+            &file,
+            &model("smollm2-135m"),
+            &["--min-agreement", agreement, "--min-cosine", cosine],
+        );
+        std::fs::remove_file(&file).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (type, min top-1 agreement, min mean cosine) for SmolLM2-135M in llama.cpp.
+const QUANT_BOUNDS: &[(&str, &str, &str)] = &[
+    ("q8_0", "0.90", "0.999"),
+    ("q4_1", "0.72", "0.99"),
+    ("q4_0", "0.45", "0.94"),
+];
+
+/// Trains a small adapter with loam on a tiny fixture model, then has llama.cpp compare the
+/// base GGUF + the adapter's LoRA GGUF with loam's merged model exported whole.
+fn lora_gguf_matches_the_merged_model(base: &str, rslora: bool) {
+    let dir = temp_dir(&format!("lora-gguf-{base}-{rslora}"));
+    let recipe = write_recipe(&dir, base);
+    let run = dir.join("run");
+    let out = loam(&[
+        "train",
+        s(&recipe),
+        "--out",
+        s(&run),
+        "--set",
+        &format!("lora.rslora={rslora}"),
+        "--set",
+        "lora.dropout=0.0",
+        "--set",
+        "train.lr=5e-2",
+    ]);
+    assert_success(&out, "loam train");
+    let merged = dir.join("merged");
+    let out = loam(&[
+        "merge",
+        "--model",
+        s(&model(base)),
+        "--adapter",
+        s(&run.join("adapter")),
+        "--out",
+        s(&merged),
+        "--dtype",
+        "f32",
+    ]);
+    assert_success(&out, "loam merge");
+    let base_gguf = dir.join("gguf/base.gguf");
+    export(&model(base), &base_gguf, "f32");
+    let merged_gguf = dir.join("merged.gguf");
+    export(&merged, &merged_gguf, "f32");
+    let adapter_gguf = dir.join("gguf/adapter.gguf");
+    let out = loam(&[
+        "gguf",
+        "export-adapter",
+        "--adapter",
+        s(&run.join("adapter")),
+        "--model",
+        s(&model(base)),
+        "--out",
+        s(&adapter_gguf),
+        "--base-gguf",
+        "./base.gguf",
+        "--force",
+    ]);
+    assert_success(&out, "loam gguf export-adapter");
+    let f = loam_gguf::GgufFile::open(&adapter_gguf).unwrap();
+    assert_eq!(f.get_str("general.type").unwrap(), "adapter");
+    assert_eq!(f.get_str("adapter.type").unwrap(), "lora");
+    // r 4, alpha 8: llama.cpp's alpha / r must be PEFT's scale, 8/√4 with rsLoRA, 8/4 without.
+    let alpha = f.get_f32("adapter.lora.alpha").unwrap();
+    assert_eq!(alpha, if rslora { 16.0 } else { 8.0 });
+    drop(f);
+    let modelfile = std::fs::read_to_string(dir.join("gguf/Modelfile")).unwrap();
+    assert_mentions(
+        &modelfile,
+        &["FROM ./base.gguf\n", "ADAPTER ./adapter.gguf\n"],
+        "Modelfile",
+    );
+    let mut args = vec![s(&merged_gguf), "--max-base-agreement", "0.9"];
+    if rslora {
+        args.extend(["--rslora-r", "4"]);
+    }
+    run_oracle("check_llama_cpp_lora.py", &base_gguf, &adapter_gguf, &args);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn lora_gguf_applied_by_llama_cpp_predicts_as_the_merged_model() {
+    // qwen2: q/k/v biases, no row permutation.
+    lora_gguf_matches_the_merged_model("qwen2", false);
+}
+
+#[test]
+fn rslora_gguf_applied_by_llama_cpp_predicts_as_the_merged_model() {
+    // llama: B's rows in llama.cpp's Q/K order; rsLoRA folded into adapter.lora.alpha.
+    lora_gguf_matches_the_merged_model("llama-gqa", true);
+}
+
+#[test]
+fn dora_adapter_is_refused_as_a_gguf_lora_with_nothing_written() {
+    let dir = temp_dir("lora-gguf-dora");
+    let adapter = fixtures().join("train/peft-trained/llama-dora");
+    let out = dir.join("a.gguf");
+    let res = loam(&[
+        "gguf",
+        "export-adapter",
+        "--adapter",
+        s(&adapter),
+        "--model",
+        s(&model("llama-gqa")),
+        "--out",
+        s(&out),
+    ]);
+    assert_clean_failure(&res, &["use_dora", "loam merge"]);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "output left behind"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

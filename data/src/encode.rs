@@ -633,6 +633,10 @@ mod tests {
             ("llama3", "<|eot_id|>"),
             ("qwen25", "<|im_end|>"),
             ("mistral", "</s>"),
+            ("gemma", "<end_of_turn>"),
+            ("gemma3", "<end_of_turn>"),
+            ("phi3", "<|end|>"),
+            ("phi4", "<|end|>"),
         ] {
             let enc = &encoders[name];
             let ex = enc

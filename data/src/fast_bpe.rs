@@ -175,7 +175,7 @@ impl std::fmt::Debug for FastBpe {
 }
 
 /// GPT-2's map from bytes to the printable characters byte-level vocabularies are written in.
-fn byte_chars() -> [char; 256] {
+pub(crate) fn byte_chars() -> [char; 256] {
     let mut out = ['\0'; 256];
     let mut extra = 0u32;
     for b in 0..=255u8 {

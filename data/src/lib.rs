@@ -17,7 +17,12 @@
 //!   `next_batch(micro_batch)`, `cursor()` / `restore(Cursor)`, `stats()`; and
 //!   `BatchStream::{has_eval, eval_examples, count_batches}`. The encoder is any
 //!   `Fn(&Sample, &EncodeOptions) -> anyhow::Result<Example>` ([`stream::Encode`]).
+//! - [`eval_split::eval_rows`]`(&DataConfig)`: the eval split row by row with each row's
+//!   sample (for held-out generation); [`trained_text`]: the bytes and characters behind a
+//!   row's trained tokens (`Encoder::trained_text_size`, the denominator of bits per byte).
 //! - [`stats::DataStats`]: what `loam data stats` prints.
+//! - [`vocab`]: new BPE merges learned on a corpus on top of a tokenizer's own
+//!   (`loam vocab extend`), the extended `tokenizer.json`, and tokens per byte / word.
 //! - [`gettext::build`] + [`gettext::write_parquet`]: a translation chat dataset from the
 //!   gettext catalogs (`.mo`) installed for a language (`loam data gettext`).
 //!
@@ -56,6 +61,16 @@ pub enum PairText {
     Plain(String),
     /// Messages, rendered with the chat template: the prompt's turns, or the assistant's reply.
     Messages(Vec<Message>),
+}
+
+impl PairText {
+    /// The running text: the string, or each message's content.
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            PairText::Plain(text) => vec![text],
+            PairText::Messages(messages) => messages.iter().map(|m| m.content.as_str()).collect(),
+        }
+    }
 }
 
 /// Label value of a position that is not trained (PyTorch's `ignore_index`).
@@ -109,6 +124,7 @@ pub use tokenize::Tokenizer;
 pub mod config;
 pub mod encode;
 pub mod error;
+pub mod eval_split;
 mod fast_bpe;
 pub mod format;
 pub mod gettext;
@@ -120,8 +136,11 @@ pub mod stats;
 pub mod stream;
 #[cfg(test)]
 mod testutil;
+pub mod trained_text;
+pub mod vocab;
 
 pub use config::{suggest, DataConfig, Format, OnError, Overlong, SourceConfig};
 pub use error::{DataError, Location};
 pub use stats::DataStats;
 pub use stream::{BatchStream, Cursor, EncodeOptions, Split};
+pub use trained_text::TextSize;

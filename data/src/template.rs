@@ -224,8 +224,9 @@ impl ChatTemplate {
     fn render_error(&self, e: &Error) -> anyhow::Error {
         if let Some(message) = e.detail().and_then(|d| d.strip_prefix(RAISED)) {
             anyhow::anyhow!(
-                "chat template {} rejected the conversation: {message}",
-                self.origin
+                "chat template {} rejected the conversation: {message}; {}",
+                self.origin,
+                rejection_hint(message)
             )
         } else {
             anyhow::anyhow!(
@@ -234,6 +235,18 @@ impl ChatTemplate {
                 describe(e)
             )
         }
+    }
+}
+
+/// What to do about a conversation the template refused with `message`.
+fn rejection_hint(message: &str) -> &'static str {
+    if message.to_lowercase().contains("system") {
+        // Gemma 1/2's templates have no system role.
+        "this model's template has no system role: remove the system messages from the data, \
+         fold them into the first user message, or set data.chat_template to a template with \
+         a system role"
+    } else {
+        "fix the conversation, or set data.chat_template to a template that accepts it"
     }
 }
 
@@ -736,8 +749,22 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "chat template test template rejected the conversation: roles must alternate"
+            "chat template test template rejected the conversation: roles must alternate; \
+             fix the conversation, or set data.chat_template to a template that accepts it"
         );
+    }
+
+    /// Gemma 1/2's templates raise on a system message; the error says what to do.
+    #[test]
+    fn a_template_without_a_system_role_says_what_to_do() {
+        let t = inline("{{ raise_exception('System role not supported') }}");
+        let err = t
+            .render(&[msg("system", "a")], false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("System role not supported"), "{err}");
+        assert!(err.contains("remove the system messages"), "{err}");
+        assert!(err.contains("data.chat_template"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
     python peft_train.py --model DIR --data FILE.parquet --dtype bf16 --micro-batch 4
                          --seq-len 256 --steps 20 [--checkpointing] [--device cuda]
-                         --out FILE.json
+                         [--quantize nf4] --out FILE.json
 
 transformers' AutoModelForCausalLM (SDPA attention) with peft's LoRA on all linear layers
 (r 16, alpha 32, dropout 0), torch.optim.AdamW, gradient clipping at 1.0, no Trainer. Each
@@ -11,7 +11,10 @@ step is one micro-batch of `micro_batch` rows of `seq_len` tokens: the documents
 column, tokenized and truncated to seq_len (every one is at least that long; after the last,
 the first again), every token trained. Writes per-step seconds and the peak RSS (getrusage)
 to --out. On CUDA each step ends with a synchronize, so its time is the GPU's work, not only
-the launches.
+the launches. With --quantize nf4 it is QLoRA as PEFT + bitsandbytes do it: the model loaded
+with BitsAndBytesConfig(load_in_4bit, nf4, double quantization, compute dtype = --dtype),
+LoRA on its Linear4bit layers (no prepare_model_for_kbit_training: it would upcast the
+embeddings to f32).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=32)
     ap.add_argument("--checkpointing", action="store_true")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quantize", choices=["none", "nf4"], default="none")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -45,8 +49,19 @@ def main() -> None:
     dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[args.dtype]
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype,
-                                                 attn_implementation="sdpa").to(args.device)
+    if args.quantize == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                    bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype,
+                                                     attn_implementation="sdpa",
+                                                     quantization_config=config,
+                                                     device_map=args.device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype,
+                                                     attn_implementation="sdpa").to(args.device)
     if args.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

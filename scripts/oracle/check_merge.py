@@ -3,7 +3,8 @@
 
 usage: check_merge.py --data TEXT.parquet [--seq-len 64] MODEL_DIR...
 
-For every directory: `AutoModelForCausalLM.from_pretrained(DIR)` with dtype "auto" (the
+For every directory: `AutoModelForCausalLM.from_pretrained(DIR)` (sdpa; Gemma 2 eager) with
+dtype "auto" (the
 dtype config.json declares; reported as `dtype`) and a clean loading report (no missing,
 unexpected or mismatched keys), then the same weights upcast to float32 and loam's eval
 contract on the `text` column (common.eval_text_loss). Prints one JSON object per dir:
@@ -25,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
 
 import common  # noqa: E402
+import fixtures_families  # noqa: E402
 import fixtures_models  # noqa: E402
 
 
@@ -42,7 +44,8 @@ def main() -> int:
     texts = fixtures_models.read_text_parquet(Path(args.data))
     for d in args.models:
         model, info = AutoModelForCausalLM.from_pretrained(
-            d, dtype="auto", attn_implementation="sdpa", output_loading_info=True)
+            d, dtype="auto", attn_implementation=fixtures_families.attention_for(Path(d)),
+            output_loading_info=True)
         bad = {k: v for k, v in info.items() if v}
         if bad:
             raise SystemExit(f"{d}: transformers' loading report is not clean: {bad}")
@@ -54,7 +57,7 @@ def main() -> int:
         tok = PreTrainedTokenizerFast.from_pretrained(d)
         ev = common.eval_text_loss(model, tok, texts, args.seq_len)
         print(json.dumps({"model": d, "dtype": dtype, "loss": ev["loss"],
-                          "tokens": ev["tokens"]}), flush=True)
+                          "tokens": ev["tokens"], "class": type(model).__name__}), flush=True)
     return 0
 
 

@@ -3,7 +3,8 @@
 
 usage: check_peft.py --model BASE_DIR --data TEXT.parquet [--seq-len 64] ADAPTER_DIR...
 
-For every adapter: `PeftModel.from_pretrained(base, ADAPTER_DIR)` (f32, CPU, sdpa), then
+For every adapter: `PeftModel.from_pretrained(base, ADAPTER_DIR)` (f32, CPU, sdpa; Gemma 2
+eager), then
 loam's eval contract on the `text` column (common.eval_text_loss, the code behind the
 fixtures' eval_text.json). Prints one JSON object per adapter on stdout:
   {"adapter": DIR, "loss": .., "tokens": .., "missing": [..], "unexpected": [..], "differ": [..]}
@@ -26,6 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")
 
 import common  # noqa: E402
+import fixtures_families  # noqa: E402
 import fixtures_models  # noqa: E402
 
 
@@ -48,7 +50,8 @@ def main() -> int:
     tok = PreTrainedTokenizerFast.from_pretrained(args.model)
     texts = fixtures_models.read_text_parquet(Path(args.data))
     for adapter in args.adapters:
-        base = fixtures_models.load_from_disk(Path(args.model), torch.float32)
+        attn = fixtures_families.attention_for(Path(args.model))
+        base = fixtures_models.load_from_disk(Path(args.model), torch.float32, attn=attn)
         model = PeftModel.from_pretrained(base, adapter)
         model.eval()
         # Every adapter tensor must land in the model unchanged (PEFT only warns otherwise).

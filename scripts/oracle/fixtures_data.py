@@ -289,6 +289,65 @@ indented={{ {'a': [1, 2]} | tojson(indent=2) }}
 """
 
 
+# Gemma 1/2: no system role (the template raises on one), the assistant is `model`, each
+# turn trimmed.
+GEMMA = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}
+{%- for message in messages %}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- endif %}
+    {%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}
+    {{- '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}
+"""
+
+# Gemma 3: a system message is folded into the first user turn.
+GEMMA3 = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set first_user_prefix = messages[0]['content'] + '\n\n' %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set first_user_prefix = '' %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- for message in loop_messages %}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- endif %}
+    {%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}
+    {{- '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}
+    {{- message['content'] | trim }}
+    {{- '<end_of_turn>\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}
+"""
+
+# Phi-3 / 3.5: role tags on their own line, an empty system message left out, EOS after
+# the conversation unless a reply is asked for.
+PHI3 = """{%- for message in messages %}
+    {%- if message['role'] == 'system' and message['content'] %}
+        {{- '<|system|>\n' + message['content'] + '<|end|>\n' }}
+    {%- elif message['role'] == 'user' or message['role'] == 'assistant' %}
+        {{- '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}
+"""
+
+# Phi-4-mini: role tags glued to the content, a system message may carry tools.
+PHI4 = """{%- for message in messages %}
+    {%- if message['role'] == 'system' and 'tools' in message and message['tools'] is not none %}
+        {{- '<|system|>' + message['content'] + '<|tool|>' + message['tools'] + '<|/tool|><|end|>' }}
+    {%- else %}
+        {{- '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}
+"""
+
+
 def family_dirs():
     """name -> (tokens to add, tokenizer_config overrides, template placement, template,
     post-processor (None = keep SmolLM2's), generation eos tokens)."""
@@ -342,6 +401,35 @@ def family_dirs():
                     "pad_token": "<|endoftext|>", "unk_token": None},
             template=QWEN3, placement="jinja_file", bos_post=False,
             gen_eos=["<|im_end|>", "<|endoftext|>"],
+        ),
+        "gemma": dict(
+            add=["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"],
+            config={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": None,
+                    "unk_token": None},
+            template=GEMMA, placement="config_string", bos_post=True,
+            gen_eos=["<eos>", "<end_of_turn>"],
+        ),
+        "gemma3": dict(
+            add=["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"],
+            config={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": None,
+                    "unk_token": None},
+            template=GEMMA3, placement="jinja_file", bos_post=True,
+            gen_eos=["<eos>", "<end_of_turn>"],
+        ),
+        "phi3": dict(
+            add=["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
+            config={"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": None,
+                    "unk_token": None},
+            template=PHI3, placement="config_string", bos_post=False,
+            gen_eos=["<|end|>", "<|endoftext|>"],
+        ),
+        "phi4": dict(
+            add=["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
+                 "<|tool|>", "<|/tool|>"],
+            config={"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": None,
+                    "unk_token": None},
+            template=PHI4, placement="jinja_file", bos_post=False,
+            gen_eos=["<|end|>", "<|endoftext|>"],
         ),
         "chatml-generation": dict(
             add=[], config={}, template=CHATML_GENERATION, placement="jinja_file",

@@ -153,14 +153,41 @@ def make_batches(seed: int) -> list[list[dict]]:
     return out
 
 
-def attention_mask_4d(doc_ids):
-    """[B, 1, T, T] bool, True = may attend: causal and within the same document."""
+def attention_mask_4d(doc_ids, window=None):
+    """[B, 1, T, T] bool, True = may attend: causal, within the same document, and within
+    `window` tokens (the query itself included) when given."""
     import torch
 
     t = doc_ids.shape[1]
     causal = torch.ones(t, t, dtype=torch.bool).tril()
+    if window is not None:
+        causal &= ~torch.ones(t, t, dtype=torch.bool).tril(-window)
     same = doc_ids[:, :, None] == doc_ids[:, None, :]
     return (causal[None] & same)[:, None]
+
+
+def attention_masks(model, doc_ids):
+    """The 4D mask(s) transformers takes as they are: one per layer type for models with
+    sliding layers (Gemma 2/3, SmolLM3), windowed for models that slide everywhere (Phi-3).
+    Boolean for sdpa; eager attention adds its mask to the scores, so it gets 0 / -inf."""
+    import torch
+
+    cfg = model.config.get_text_config()
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+
+    def form(mask):
+        if model.config._attn_implementation != "eager":
+            return mask
+        dtype = next(model.parameters()).dtype
+        return torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+
+    if types is not None and "sliding_attention" in types and window:
+        return {"full_attention": form(attention_mask_4d(doc_ids)),
+                "sliding_attention": form(attention_mask_4d(doc_ids, window))}
+    if types is None and window and getattr(cfg, "model_type", "") == "phi3":
+        return form(attention_mask_4d(doc_ids, window))
+    return form(attention_mask_4d(doc_ids))
 
 
 def targets(batch):
@@ -172,7 +199,7 @@ def targets(batch):
 
 
 def forward(model, batch):
-    return model(input_ids=batch["input_ids"], attention_mask=attention_mask_4d(batch["doc_ids"]),
+    return model(input_ids=batch["input_ids"], attention_mask=attention_masks(model, batch["doc_ids"]),
                  position_ids=batch["position_ids"]).logits
 
 
@@ -191,7 +218,8 @@ def check_packing(model, batch) -> dict:
     with positions from 0. In float64 (a copy of the model) they agree to ~1e-14, i.e.
     the mask and positions are exactly right; in float32 they differ by f32 rounding
     only (~1.5e-5 on logits up to ~15: other sequence lengths block the matmuls
-    differently), checked at 1e-5 relative to the largest logit."""
+    differently), checked at 1e-5 relative to the largest logit (eager attention, Gemma 2:
+    its softmax is f32 in the f64 copy too, so 1e-5 there as well)."""
     import copy
 
     import torch
@@ -209,7 +237,9 @@ def check_packing(model, batch) -> dict:
                 scale = max(scale, float(alone.abs().max()))
                 start += n
             out[dtype] = worst
-            tol = 1e-5 * scale if dtype == "f32" else 1e-10
+            # eager attention takes its softmax in f32 even in an f64 model
+            eager = model.config._attn_implementation == "eager"
+            tol = 1e-5 * scale if dtype == "f32" or eager else 1e-10
             assert worst <= tol, (dtype, worst, scale)
             del m
     return out
@@ -228,6 +258,9 @@ def peft_key(param_name: str) -> str:
     tail = ".lora_magnitude_vector.default.weight"
     if param_name.endswith(tail):
         return param_name[: -len(tail)] + ".lora_magnitude_vector"
+    tail = ".token_adapter.trainable_tokens_delta.default"  # trainable_token_indices rows
+    if param_name.endswith(tail):
+        return param_name[: -len(".default")]
     raise ValueError(f"unexpected trainable parameter {param_name}")
 
 
@@ -238,9 +271,9 @@ def trainable(model) -> list[tuple[str, object]]:
     return out
 
 
-def load_base(out_dir: Path, rel: str):
-    m = fixtures_models.load_from_disk(out_dir / rel, __import__("torch").float32)
-    assert m.config._attn_implementation == "sdpa", m.config._attn_implementation
+def load_base(out_dir: Path, rel: str, attn: str = "sdpa"):
+    m = fixtures_models.load_from_disk(out_dir / rel, __import__("torch").float32, attn=attn)
+    assert m.config._attn_implementation == attn, m.config._attn_implementation
     return m
 
 
@@ -256,8 +289,14 @@ def lora_config(case: dict):
 def load_adapter(out_dir: Path, case: dict, path: Path, trainable_: bool):
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_base(out_dir, case["base"]), path,
-                                     is_trainable=trainable_)
+    return PeftModel.from_pretrained(load_base(out_dir, case["base"], case.get("attn", "sdpa")),
+                                     path, is_trainable=trainable_)
+
+
+def first_lora_module(model):
+    """Any LoRA layer of a PEFT model (the first, in module order)."""
+    return next(m for _, m in model.named_modules()
+                if isinstance(getattr(m, "scaling", None), dict) and "default" in m.scaling)
 
 
 def read_safetensors(path: Path) -> dict:
@@ -280,8 +319,7 @@ def train(out_dir: Path, case: dict, init_dir: Path, init: dict, batches, max_no
     assert [k for k, _ in params] == list(init), "parameter order != saved order"
     for k, p in params:
         assert torch.equal(p.detach(), init[k]), k
-    some = model.base_model.model.model.layers[0].self_attn.q_proj
-    scaling = float(some.scaling["default"])
+    scaling = float(first_lora_module(model).scaling["default"])
     want = case["alpha"] / (case["r"] ** 0.5 if case["use_rslora"] else case["r"])
     assert abs(scaling - want) < 1e-12, (scaling, want)
     model.train()
@@ -334,11 +372,12 @@ def build_case(case: dict, out_dir: Path, tmp: Path, tok, texts: list[str]) -> d
     #    is deterministic (an SVD) and its B is non-zero already: loam must reproduce it.
     pissa = case.get("init") == "pissa"
     torch.manual_seed(seed)
-    model = get_peft_model(load_base(out_dir, case["base"]), lora_config(case))
+    base = load_base(out_dir, case["base"], case.get("attn", "sdpa"))
+    model = get_peft_model(base, lora_config(case))
     g = torch.Generator().manual_seed(seed ^ 0x5EED)
     with torch.no_grad():
         if pissa:
-            q = model.base_model.model.model.layers[0].self_attn.q_proj
+            q = first_lora_module(model)
             assert float(q.lora_B["default"].weight.abs().max()) > 0, "PiSSA B is non-zero"
         for n, p in model.named_parameters():
             if not p.requires_grad or pissa:
@@ -477,7 +516,14 @@ def build(out_dir: Path, tmp: Path, threads: int) -> None:
     manifest = common.read_json(out_dir / "manifest.json")
     tok = AutoTokenizer.from_pretrained(out_dir / manifest["tokenizer"])
     texts = fixtures_models.read_text_parquet(out_dir / manifest["data"]["text"])
-    for case in CASES:
+    build_train_cases(CASES, out_dir, tmp, tok, texts)
+
+
+def build_train_cases(cases: list[dict], out_dir: Path, tmp: Path, tok, texts: list[str]) -> None:
+    """Every case into tmp/train/ (fixtures_families.py reuses this for its own models)."""
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                            category=FutureWarning)
+    for case in cases:
         build_case(case, out_dir, tmp, tok, texts)
 
 

@@ -113,6 +113,16 @@ pub fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs `scripts/oracle/<script> ARGS` with the oracle Python, which must succeed; returns
+/// the JSON objects it printed, one per line.
+pub fn oracle(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    oracle_report(script, args)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Trains `recipe` in `dir` twice: straight, and paused after 3 steps then resumed.
 /// Asserts the two adapters are byte-identical; returns both run directories.
 pub fn straight_and_resumed(dir: &Path, recipe: &Path, sets: &[&str]) -> (PathBuf, PathBuf) {
@@ -138,6 +148,89 @@ pub fn straight_and_resumed(dir: &Path, recipe: &Path, sets: &[&str]) -> (PathBu
     (straight, resumed)
 }
 
+/// Runs `scripts/oracle/<script> ARGS`, which must succeed (its whole output is the failure
+/// message otherwise); returns its stdout, also echoed to stderr for the test log.
+pub fn oracle_report(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/oracle")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run the oracle python");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{report}\n{}",
+        stderr(&out)
+    );
+    eprintln!("{}", report.trim());
+    report
+}
+
+/// `loam eval --json` of `model` (with an adapter when given) on `data` (f32, CPU): the JSON
+/// object it printed.
+pub fn eval_json(
+    model: &Path,
+    adapter: Option<&Path>,
+    data: &Path,
+    seq_len: usize,
+) -> serde_json::Value {
+    let seq = seq_len.to_string();
+    let mut args = vec![
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--seq-len",
+        &seq,
+        "--json",
+        "--dtype",
+        "f32",
+        "--device",
+        "cpu",
+    ];
+    if let Some(a) = adapter {
+        args.extend_from_slice(&["--adapter", s(a)]);
+    }
+    let out = loam(&args);
+    assert_success(&out, &format!("loam eval {}", model.display()));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// [`eval_json`] on the fixtures' data/text.parquet: (loss, predicted tokens).
+pub fn text_eval(model: &Path, adapter: Option<&Path>, seq_len: usize) -> (f64, u64) {
+    data_eval(
+        model,
+        adapter,
+        &fixtures().join("data/text.parquet"),
+        seq_len,
+    )
+}
+
+/// `loam eval --json` on the text Parquet `data` (f32, CPU, default --train-on): (loss,
+/// predicted tokens).
+pub fn data_eval(model: &Path, adapter: Option<&Path>, data: &Path, seq_len: usize) -> (f64, u64) {
+    let v = eval_json(model, adapter, data, seq_len);
+    (v["loss"].as_f64().unwrap(), v["tokens"].as_u64().unwrap())
+}
+
+/// Copies the files of the directory `src` into `dst` (created).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+}
+
 /// A fresh, empty directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("loam-test-{name}-{}", std::process::id()));
@@ -146,10 +239,43 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The fixture root of the families beyond Llama/Mistral/Qwen
+/// (scripts/oracle/fixtures_families.py), laid out like [`fixtures`].
+pub fn families() -> PathBuf {
+    let dir = fixtures().join("families");
+    assert!(
+        dir.join("manifest.json").exists(),
+        "family fixtures missing in {}: run scripts/oracle/build.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// A model of [`families`].
+pub fn family_model(name: &str) -> PathBuf {
+    families().join("models").join(name)
+}
+
+/// The `models` of [`families`]' manifest.
+pub fn family_manifest() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(families().join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    manifest["models"].as_array().unwrap().clone()
+}
+
 /// A small but complete training recipe on the tiny fixture model `base`: dropout, shuffle,
 /// packing and gradient accumulation all on, an eval split, checkpoints every 2 steps.
 pub fn write_recipe(dir: &Path, base: &str) -> PathBuf {
-    let f = fixtures();
+    write_recipe_for(dir, &fixtures().join("models").join(base))
+}
+
+/// [`write_recipe`] for the model directory `model`.
+pub fn write_recipe_for(dir: &Path, model: &Path) -> PathBuf {
+    write_recipe_at(dir, model, &fixtures().join("data/text.parquet"))
+}
+
+/// [`write_recipe`] for the model directory `model` and the text Parquet `data`.
+pub fn write_recipe_at(dir: &Path, model: &Path, data: &Path) -> PathBuf {
     let recipe = format!(
         r#"
 [model]
@@ -179,12 +305,22 @@ warmup = 1
 checkpoint_every = 2
 eval_every = 3
 "#,
-        model = f.join("models").join(base).display(),
-        data = f.join("data/text.parquet").display(),
+        model = model.display(),
+        data = data.display(),
     );
     let path = dir.join("recipe.toml");
     std::fs::write(&path, recipe).unwrap();
     path
+}
+
+/// `got` within `rel` of `want` (relative), both printed.
+pub fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
+    println!("{what}: {got:.8} vs {want:.8}");
+    assert!(
+        ((got - want) / want).abs() <= rel,
+        "{what}: {got} vs {want} (rel {:.2e} > {rel:.0e})",
+        ((got - want) / want).abs()
+    );
 }
 
 /// A locale directory as distributions lay it out: `root/<lang>/LC_MESSAGES/<name>.mo`.

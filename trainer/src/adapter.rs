@@ -4,6 +4,7 @@
 
 use crate::lora::{self, Lora, LoraInit};
 use crate::model::CausalLm;
+use crate::vocab::trainable_tokens::{TokenIndices, TrainableTokens};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,6 +46,10 @@ pub struct AdapterConfig {
     /// named init that changes the base weights only works on that changed base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_lora_weights: Option<serde_json::Value>,
+    /// Embedding / output-head rows trained beside the adapter (`lora.trainable_tokens`);
+    /// written from the model's trained rows when saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainable_token_indices: Option<TokenIndices>,
 }
 
 fn default_bias() -> String {
@@ -95,6 +100,12 @@ pub fn attach_new(model: &mut CausalLm, cfg: &AdapterConfig, init: LoraInit) -> 
     let mut count = 0;
     for (path, linear) in model.linears_mut() {
         if cfg.target_modules.matches(&path) {
+            if init == LoraInit::Pissa && linear.weight.is_quantized() {
+                bail!(
+                    "lora.init = \"pissa\" rewrites the base weights, but `{path}` is 4-bit; \
+                     train PiSSA on the 16-bit model (model.quantize = \"none\"), or use lora.init = \"default\""
+                );
+            }
             let r = pattern_value(&cfg.rank_pattern, &path).unwrap_or(cfg.r);
             let alpha = pattern_value(&cfg.alpha_pattern, &path).unwrap_or(cfg.lora_alpha);
             let scale = lora::scale(r, alpha, cfg.use_rslora);
@@ -111,12 +122,67 @@ pub fn attach_new(model: &mut CausalLm, cfg: &AdapterConfig, init: LoraInit) -> 
     }
     if count == 0 {
         bail!(
-            "lora targets {:?} match no linear layer of this model; use module names such as \
-             q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\"",
-            cfg.target_modules
+            "lora targets {:?} match no linear layer of this model; use its module names ({}), \
+             or \"all-linear\"",
+            cfg.target_modules,
+            module_names(model).join(", ")
         );
     }
     Ok(count)
+}
+
+/// The distinct module names of the model's linears (`q_proj`, …; Phi-3: `qkv_proj`, …).
+fn module_names(model: &mut CausalLm) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (path, _) in model.linears_mut() {
+        let name = path.rsplit('.').next().unwrap_or(&path).to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// PEFT's `target_modules` for a multimodal model: a regular expression (PEFT matches a
+/// string in full against each module path) naming exactly the adapted modules of the
+/// language model, so PEFT does not also adapt the vision tower's `q_proj` or `fc1`, as
+/// `all-linear` or a module-name list would.
+fn language_model_targets(model: &mut CausalLm) -> Targets {
+    let prefix = model.layout.peft_module("model.layers.");
+    let mut modules: Vec<String> = Vec::new();
+    for (path, linear) in model.linears_mut() {
+        let within_layer = path
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('.'))
+            .map(|(_, module)| module.to_string());
+        if let (Some(module), true) = (within_layer, linear.lora.is_some()) {
+            if !modules.contains(&module) {
+                modules.push(module);
+            }
+        }
+    }
+    let escape = |s: &str| s.replace('.', "\\.");
+    Targets::One(format!(
+        "{}\\d+\\.({})",
+        escape(&prefix),
+        modules
+            .iter()
+            .map(|m| escape(m))
+            .collect::<Vec<_>>()
+            .join("|")
+    ))
+}
+
+/// An adapter tensor's key as loam names the module: adapters saved on transformers 4 name
+/// Gemma 3's multimodal modules as its files do (`language_model.model.layers…`).
+fn normalized_key(model: &CausalLm, key: &str) -> String {
+    let Some(rest) = key.strip_prefix("base_model.model.") else {
+        return key.to_string();
+    };
+    match model.layout.canonical_module(rest) {
+        Some(canonical) => format!("base_model.model.{}", model.layout.peft_module(&canonical)),
+        None => key.to_string(),
+    }
 }
 
 /// Reads `adapter_config.json` and `adapter_model.safetensors` from `dir` and attaches them.
@@ -126,7 +192,12 @@ pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
     let mut tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(&weights_path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", weights_path.display()))?
         .into_iter()
+        .map(|(k, t)| (normalized_key(model, &k), t))
         .collect();
+    if let Some(indices) = &cfg.trainable_token_indices {
+        let tokens = TrainableTokens::from_adapter(model, indices, &mut tensors, &weights_path)?;
+        model.trainable_tokens = Some(tokens);
+    }
     let device = model.device;
     let mut attached = 0;
     for (path, linear) in model.linears_mut() {
@@ -141,7 +212,7 @@ pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
                 weights_path.display()
             ),
         };
-        let (out, inp) = linear.weight.size2()?;
+        let (out, inp) = linear.weight.size2();
         let r = a.size()[0];
         if a.size() != [r, inp] || b.size() != [out, r] {
             bail!(
@@ -185,7 +256,7 @@ pub fn load(model: &mut CausalLm, dir: &Path) -> Result<AdapterConfig> {
             weights_path.display()
         );
     }
-    if attached == 0 {
+    if attached == 0 && model.trainable_tokens.is_none() {
         bail!("{} holds no LoRA tensors", weights_path.display());
     }
     Ok(cfg)
@@ -258,6 +329,9 @@ fn tensors_by_key(
             }
         }
     }
+    if let Some(tokens) = &model.trainable_tokens {
+        out.extend(tokens.state_dict());
+    }
     out
 }
 
@@ -277,6 +351,10 @@ pub fn save(model: &mut CausalLm, cfg: &AdapterConfig, dir: &Path) -> Result<()>
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     let mut cfg = cfg.clone();
     cfg.inference_mode = true;
+    if model.spec.multimodal {
+        cfg.target_modules = language_model_targets(model);
+    }
+    cfg.trainable_token_indices = model.trainable_tokens.as_ref().map(|t| t.indices());
     if is_pissa {
         // scale = alpha / r (rsLoRA: alpha / √r) stays the same at rank 2r
         let alpha_factor = if cfg.use_rslora { 2f64.sqrt() } else { 2.0 };

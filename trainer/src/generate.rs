@@ -1,10 +1,13 @@
 //! Text generation with a KV cache: the prompt goes through the model once, then one token
 //! at a time, each picked greedily or sampled (temperature, top-k, top-p, as transformers
-//! applies them), until a stop token or the token budget.
+//! applies them), until a stop token or the token budget. [`generate`] answers one prompt;
+//! [`generate_batch`] several at once, left-padded (see there).
 
+use crate::model::attention::AttentionMask;
 use crate::model::{CausalLm, KvCache};
-use anyhow::Result;
-use loam_data::Tokenizer;
+use anyhow::{bail, Result};
+use loam_data::encode::Encoder;
+use loam_data::{Message, Tokenizer};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -92,9 +95,14 @@ pub fn generate(
     let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(sampling.seed);
     let _guard = tch::no_grad_guard();
     let mut cache = KvCache::new(lm);
-    let mut input: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
+    let mut seen: Vec<i64> = prompt.iter().map(|&id| id as i64).collect();
+    let mut input = seen.clone();
     let mut out = Vec::new();
     while out.len() < max_new_tokens {
+        if lm.needs_recompute(cache.len, input.len() as i64) {
+            cache = KvCache::new(lm);
+            input = seen.clone();
+        }
         let ids = Tensor::from_slice(&input).to_device(lm.device).unsqueeze(0);
         let next = sampling.pick(&lm.next_token_logits(&ids, &mut cache)?, &mut rng) as u32;
         if stop_ids.contains(&next) {
@@ -102,9 +110,177 @@ pub fn generate(
         }
         out.push(next);
         on_token(next)?;
+        seen.push(next as i64);
         input = vec![next as i64];
     }
     Ok((out, Stop::Length))
+}
+
+/// What a model is asked to continue.
+pub enum Prompt<'a> {
+    /// Turns of a conversation, rendered with the chat template and its generation prompt.
+    Chat(&'a [Message]),
+    /// Plain text, tokenized as `tokenizer(text)` (with the special tokens it adds).
+    Raw(&'a str),
+}
+
+impl Prompt<'_> {
+    /// The prompt's token ids as the model reads them.
+    pub fn ids(&self, encoder: &Encoder) -> Result<Vec<u32>> {
+        let tokenizer = encoder.tokenizer();
+        match self {
+            Prompt::Chat(messages) => {
+                let Some(template) = encoder.template() else {
+                    bail!("the model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja)");
+                };
+                // the template writes BOS itself where the model wants one
+                tokenizer.encode(&template.render(messages, true)?, false)
+            }
+            Prompt::Raw(text) => tokenizer.encode(text, true),
+        }
+    }
+
+    /// Where the answer ends: the EOS the model generates with, and for a chat the
+    /// template's end-of-turn token.
+    pub fn stop_ids(&self, encoder: &Encoder) -> Vec<u32> {
+        let mut stop = encoder.tokenizer().generation_eos_ids();
+        if matches!(self, Prompt::Chat(_)) {
+            stop.extend(encoder.end_of_turn_id());
+        }
+        stop
+    }
+}
+
+/// Generates after each prompt of a batch, the prompts left-padded to one length: a pad
+/// slot is no key for any query (and attends only to itself, so nothing is undefined), and
+/// positions count each row's own tokens. Rows leave the batch as they finish. Each row
+/// samples from its own generator seeded with `sampling.seed`, as [`generate`] does, so a
+/// row's answer is the one [`generate`] gives to its prompt up to float rounding (the
+/// batched matrix products sum in another order); the tests check greedy answers are equal.
+pub fn generate_batch(
+    lm: &CausalLm,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+    stop_ids: &[Vec<u32>],
+    sampling: Sampling,
+) -> Result<Vec<(Vec<u32>, Stop)>> {
+    let mut results: Vec<(Vec<u32>, Stop)> = vec![(Vec::new(), Stop::Length); prompts.len()];
+    if prompts.is_empty() || max_new_tokens == 0 {
+        return Ok(results);
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        bail!("a prompt encodes to no tokens: there is nothing to continue");
+    }
+    let _guard = tch::no_grad_guard();
+    let device = lm.device;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    let (mut ids, mut valid, mut positions) = (Vec::new(), Vec::new(), Vec::new());
+    for p in prompts {
+        let pad = longest as usize - p.len();
+        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().map(|&t| t as i64)));
+        valid.extend(std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, p.len())));
+        positions.extend((0..longest).map(|s| (s - pad as i64).max(0)));
+    }
+    let rows = prompts.len() as i64;
+    let shape = [rows, longest];
+    let mut valid = Tensor::from_slice(&valid).view(shape).to_device(device);
+    let positions = Tensor::from_slice(&positions).view(shape).to_device(device);
+    let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
+
+    let mut cache = KvCache::new(lm);
+    let mut logits = lm.forward_cached(
+        &ids,
+        &positions,
+        |window| prompt_mask(&valid, window),
+        &mut cache,
+    );
+    // Batch row → prompt index, the next position of each live row, and their generators.
+    let mut live: Vec<usize> = (0..prompts.len()).collect();
+    let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
+    let seed = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(sampling.seed);
+    let mut rngs: Vec<ChaCha8Rng> = vec![seed; prompts.len()];
+    loop {
+        let picks: Vec<i64> = if sampling.temperature <= 0.0 {
+            Vec::<i64>::try_from(logits.argmax(1, false).to_device(tch::Device::Cpu))?
+        } else {
+            (0..live.len())
+                .map(|r| sampling.pick(&logits.get(r as i64), &mut rngs[live[r]]))
+                .collect()
+        };
+        let mut keep = Vec::new();
+        for (r, &next) in picks.iter().enumerate() {
+            let i = live[r];
+            let next = next as u32;
+            if stop_ids[i].contains(&next) {
+                results[i].1 = Stop::StopToken;
+                continue;
+            }
+            results[i].0.push(next);
+            if results[i].0.len() < max_new_tokens {
+                keep.push(r as i64);
+            }
+        }
+        if keep.is_empty() {
+            return Ok(results);
+        }
+        if keep.len() < live.len() {
+            let index = Tensor::from_slice(&keep).to_device(device);
+            cache.keep_rows(&index);
+            valid = valid.index_select(0, &index);
+            live = keep.iter().map(|&r| live[r as usize]).collect();
+            next_pos = keep.iter().map(|&r| next_pos[r as usize]).collect();
+        }
+        let a = live.len() as i64;
+        let step_ids: Vec<i64> = live
+            .iter()
+            .map(|&i| *results[i].0.last().unwrap() as i64)
+            .collect();
+        let step_ids = Tensor::from_slice(&step_ids).view([a, 1]).to_device(device);
+        let step_pos = Tensor::from_slice(&next_pos).view([a, 1]).to_device(device);
+        valid = Tensor::cat(&[valid, Tensor::ones([a, 1], (tch::Kind::Bool, device))], 1);
+        // A sliding layer's cache holds only its window's last keys: one mask per window.
+        let width = valid.size()[1];
+        let keys_valid: Vec<(Option<i64>, Tensor)> = lm
+            .windows()
+            .into_iter()
+            .map(|window| {
+                let keys = cache.keys_after(window, 1);
+                (
+                    window,
+                    valid
+                        .narrow(1, width - keys, keys)
+                        .unsqueeze(1)
+                        .unsqueeze(1),
+                )
+            })
+            .collect();
+        let step_mask = |window| {
+            let (_, keys) = keys_valid
+                .iter()
+                .find(|(w, _)| *w == window)
+                .expect("every window");
+            AttentionMask::Fused(Some(keys.shallow_clone()))
+        };
+        logits = lm.forward_cached(&step_ids, &step_pos, step_mask, &mut cache);
+        for p in &mut next_pos {
+            *p += 1;
+        }
+    }
+}
+
+/// The prompt pass's mask `[B, 1, T, T]`: causal, real tokens only as keys (a pad slot
+/// sees itself), within the sliding window.
+fn prompt_mask(valid: &Tensor, window: Option<i64>) -> AttentionMask {
+    let t = valid.size()[1];
+    let device = valid.device();
+    let i = Tensor::arange(t, (tch::Kind::Int64, device)).unsqueeze(1);
+    let j = Tensor::arange(t, (tch::Kind::Int64, device)).unsqueeze(0);
+    let mut allowed = j.less_equal_tensor(&i);
+    if let Some(w) = window.filter(|&w| w < t) {
+        allowed = allowed.logical_and(&(&i - &j).less(w));
+    }
+    let keys = valid.unsqueeze(1).logical_or(&i.eq_tensor(&j).unsqueeze(0));
+    AttentionMask::Fused(Some(allowed.unsqueeze(0).logical_and(&keys).unsqueeze(1)))
 }
 
 /// Turns a growing list of token ids into text pieces to print: only text that is final,

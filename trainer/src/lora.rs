@@ -12,6 +12,7 @@
 //! `W − s·B₀A₀` instead of W, so the model is unchanged at step 0. The saved adapter is
 //! converted back into a plain LoRA on the original W (see [`Lora::to_plain_lora`]).
 
+use crate::model::quant::LinearWeight;
 use tch::{Kind, Tensor};
 
 /// How A and B start (recipe `lora.init`).
@@ -52,15 +53,16 @@ pub fn scale(r: i64, alpha: f64, rslora: bool) -> f64 {
 impl Lora {
     /// A fresh adapter for the base weight `[out, in]`. PiSSA replaces `weight` with the
     /// residual `W − s·B₀A₀` (in W's dtype), as PEFT does; the other inits leave it alone.
+    /// PiSSA needs a dense weight (the caller refuses a 4-bit one).
     pub fn init(
-        weight: &mut Tensor,
+        weight: &mut LinearWeight,
         r: i64,
         scale: f64,
         dropout: f64,
         init: LoraInit,
         dora: bool,
     ) -> Lora {
-        let (out, inp) = weight.size2().expect("linear weight is [out, in]");
+        let (out, inp) = weight.size2();
         let opts = (Kind::Float, weight.device());
         let (a, b) = match init {
             // kaiming_uniform_(a=√5) on [r, in]: bound = gain·√3/√fan_in = 1/√in.
@@ -75,6 +77,9 @@ impl Lora {
             }
             LoraInit::Pissa => {
                 let _guard = tch::no_grad_guard();
+                let LinearWeight::Dense(weight) = weight else {
+                    panic!("PiSSA rewrites the base weight: it needs a 16-bit one")
+                };
                 let w = weight.to_kind(Kind::Float);
                 // torch.svd, not linalg_svd: tch always passes linalg_svd a `driver`, which
                 // the CPU rejects. Same LAPACK call, V = Vhᵀ.
@@ -91,7 +96,7 @@ impl Lora {
         // DoRA's magnitude is the row norm of the weight the adapter starts from.
         let magnitude = dora.then(|| {
             let _guard = tch::no_grad_guard();
-            l2_rows(&(weight.to_kind(Kind::Float) + b.matmul(&a) * scale), false)
+            l2_rows(&(weight.dense(Kind::Float) + b.matmul(&a) * scale), false)
         });
         let pissa_start = (init == LoraInit::Pissa).then(|| (a.copy(), b.copy()));
         Lora {
@@ -134,7 +139,7 @@ impl Lora {
     pub fn forward(
         &self,
         x: &Tensor,
-        weight: &Tensor,
+        weight: &LinearWeight,
         bias: Option<&Tensor>,
         base_out: Tensor,
         train: bool,
@@ -162,7 +167,7 @@ impl Lora {
         let mag_scale = (magnitude / norm).to_kind(kind).view([1, -1]);
         // W x_d: reuse the base output when dropout left x unchanged (PEFT does the same).
         let wx = if train && self.dropout > 0.0 {
-            x_d.linear::<Tensor>(weight, None)
+            weight.linear(&x_d, None)
         } else {
             match bias {
                 Some(bias) => &base_out - bias,
@@ -174,8 +179,8 @@ impl Lora {
     }
 
     /// `‖W + s·B A‖` over each output row, in f32.
-    fn row_norm(&self, weight: &Tensor) -> Tensor {
-        let merged = weight.to_kind(Kind::Float) + self.b.matmul(&self.a) * self.scale;
+    fn row_norm(&self, weight: &LinearWeight) -> Tensor {
+        let merged = weight.dense(Kind::Float) + self.b.matmul(&self.a) * self.scale;
         l2_rows(&merged, false)
     }
 

@@ -4,6 +4,8 @@
 
 use crate::adapter::Targets;
 use crate::lora::LoraInit;
+use crate::model::quant::Quantize;
+use crate::vocab::trainable_tokens::TrainableTokensSpec;
 use anyhow::{bail, Context, Result};
 use loam_data::config::{check_data_keys, check_keys, explain_serde_error};
 use loam_data::DataConfig;
@@ -37,6 +39,13 @@ pub struct ModelSection {
     pub dtype: String,
     #[serde(default = "default_device")]
     pub device: String,
+    /// Quantize the base's linears to 4 bits at load (QLoRA): none | nf4 | fp4. A
+    /// bitsandbytes 4-bit checkpoint is 4-bit whatever this says.
+    #[serde(default)]
+    pub quantize: Quantize,
+    /// Modules `quantize` leaves in 16 bits (names or suffixes, as `llm_int8_skip_modules`).
+    #[serde(default)]
+    pub quantize_skip: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +60,9 @@ pub struct LoraSection {
     pub init: LoraInit,
     /// Start from an existing PEFT adapter directory (its own r / alpha / targets).
     pub from: String,
+    /// Embedding / output-head rows trained beside the adapter: `"new"` (the tokens
+    /// `loam vocab extend` added) or a list of token ids (PEFT's `trainable_token_indices`).
+    pub trainable_tokens: TrainableTokensSpec,
 }
 
 impl Default for LoraSection {
@@ -68,6 +80,7 @@ impl Default for LoraSection {
             dora: false,
             init: LoraInit::Default,
             from: String::new(),
+            trainable_tokens: TrainableTokensSpec::default(),
         }
     }
 }
@@ -164,6 +177,10 @@ pub struct TrainSection {
     pub eval_every: u64,
     /// Eval batches per evaluation (0 = the whole eval split).
     pub eval_batches: u64,
+    /// Held-out prompts answered and scored (chrF++, BLEU) at each eval; 0: none.
+    pub eval_generate: u64,
+    /// New tokens per held-out answer at most.
+    pub eval_max_new_tokens: usize,
     pub activation_checkpointing: bool,
 }
 
@@ -185,6 +202,8 @@ impl Default for TrainSection {
             keep_checkpoints: 3,
             eval_every: 100,
             eval_batches: 0,
+            eval_generate: 0,
+            eval_max_new_tokens: 128,
             activation_checkpointing: true,
         }
     }
@@ -212,9 +231,17 @@ fn default_device() -> String {
 }
 
 const SECTIONS: &[&str] = &["model", "lora", "data", "train", "output", "dpo", "orpo"];
-const MODEL_KEYS: &[&str] = &["path", "dtype", "device"];
+const MODEL_KEYS: &[&str] = &["path", "dtype", "device", "quantize", "quantize_skip"];
 const LORA_KEYS: &[&str] = &[
-    "r", "alpha", "dropout", "targets", "rslora", "dora", "init", "from",
+    "r",
+    "alpha",
+    "dropout",
+    "targets",
+    "rslora",
+    "dora",
+    "init",
+    "from",
+    "trainable_tokens",
 ];
 const TRAIN_KEYS: &[&str] = &[
     "objective",
@@ -232,6 +259,8 @@ const TRAIN_KEYS: &[&str] = &[
     "keep_checkpoints",
     "eval_every",
     "eval_batches",
+    "eval_generate",
+    "eval_max_new_tokens",
     "activation_checkpointing",
 ];
 const OUTPUT_KEYS: &[&str] = &["dir"];
@@ -320,6 +349,12 @@ impl Recipe {
             bail!("train.warmup must be >= 0 (a fraction of the steps below 1, a number of steps from 1)");
         }
         crate::runtime::parse_dtype(&self.model.dtype).context("key model.dtype")?;
+        if l.init == LoraInit::Pissa && self.model.quantize != Quantize::None {
+            bail!(
+                "lora.init = \"pissa\" rewrites the base weights, which model.quantize makes \
+                 4-bit; use model.quantize = \"none\" with PiSSA, or lora.init = \"default\""
+            );
+        }
         self.validate_objective()
     }
 
@@ -442,6 +477,9 @@ mod tests {
             (16, 32.0, 4, 4)
         );
         assert_eq!(r.model.dtype, "bf16");
+        assert_eq!(r.model.quantize, Quantize::None);
+        let q = Recipe::parse(MINIMAL, &["model.quantize=nf4".into()]).unwrap();
+        assert_eq!(q.model.quantize, Quantize::Nf4);
     }
 
     #[test]
@@ -474,6 +512,8 @@ mod tests {
         assert!(err(MINIMAL, &["lora.r=0"]).contains("lora.r"));
         assert!(err(MINIMAL, &["train.micro_batch=\"four\""]).contains("micro_batch"));
         assert!(err(MINIMAL, &["model.dtype=f8"]).contains("f8"));
+        let e = err(MINIMAL, &["model.quantize=int8"]);
+        assert!(e.contains("int8") && e.contains("nf4"), "{e}");
         assert!(err(&MINIMAL.replace("steps = 10", ""), &[]).contains("train.steps"));
     }
 

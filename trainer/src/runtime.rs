@@ -61,6 +61,21 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Runs `f` with libtorch on one thread (this thread's OpenMP setting, restored after):
+/// a reduction inside sums in the order a one-thread run does, so its result does not
+/// depend on the thread count (libtorch splits a sum of over 32768 values across threads).
+pub fn single_threaded<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            tch::set_num_threads(self.0);
+        }
+    }
+    let _restore = Restore(tch::get_num_threads());
+    tch::set_num_threads(1);
+    f()
+}
+
 pub fn parse_device(s: &str) -> Result<Device> {
     Ok(match s {
         "auto" => Device::cuda_if_available(),
@@ -172,6 +187,20 @@ fn is_out_of_memory(msg: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_threaded_reductions_equal_a_one_thread_run() {
+        use tch::Tensor;
+        tch::manual_seed(1);
+        let x = Tensor::randn([3 << 20], (Kind::Float, Device::Cpu));
+        let threads = tch::get_num_threads();
+        let ours = single_threaded(|| x.mean(Kind::Float).double_value(&[]));
+        tch::set_num_threads(1);
+        let one = x.mean(Kind::Float).double_value(&[]);
+        tch::set_num_threads(threads);
+        assert_eq!(ours.to_bits(), one.to_bits());
+        assert_eq!(single_threaded(|| 7), 7);
+    }
 
     #[test]
     fn an_out_of_memory_panic_becomes_an_error_with_the_knobs() {

@@ -20,7 +20,28 @@ pub fn fixtures() -> PathBuf {
 
 /// Every model the oracle built: (name, directory).
 pub fn fixture_models() -> Vec<(String, PathBuf)> {
-    let root = fixtures();
+    models_in(&fixtures())
+}
+
+/// The fixture root of the families beyond Llama/Mistral/Qwen (Gemma, Phi-3, SmolLM3;
+/// scripts/oracle/fixtures_families.py), laid out like [`fixtures`].
+pub fn family_fixtures() -> PathBuf {
+    let dir = fixtures().join("families");
+    assert!(
+        dir.join("manifest.json").exists(),
+        "family fixtures missing in {}: run scripts/oracle/build.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// Every model of [`family_fixtures`]: (name, directory).
+pub fn family_models() -> Vec<(String, PathBuf)> {
+    models_in(&family_fixtures())
+}
+
+/// The models of the `manifest.json` in `root`: (name, directory).
+fn models_in(root: &std::path::Path) -> Vec<(String, PathBuf)> {
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("manifest.json")).unwrap())
             .unwrap();

@@ -1,65 +1,112 @@
-//! `loam eval`: loss and perplexity of a model on a Parquet dataset.
+//! `loam eval`: loss, perplexity and bits per byte of a model on a Parquet dataset, and with
+//! `--generate` chrF++ / BLEU / exact match of its answers to the rows' prompts.
 
-use crate::eval;
-use anyhow::{Context, Result};
+use crate::eval::generation::{self, GenerationOptions, Task};
+use crate::eval::{self, EvalExample};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use loam_data::encode::Encoder;
 use loam_data::source::Source;
-use loam_data::{Example, Format, SourceConfig, Tokenizer, TrainOn};
+use loam_data::{Format, Tokenizer, TrainOn};
+use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     model: super::ModelArgs,
-    /// Parquet file, directory of *.parquet, or glob of shards.
-    #[arg(long)]
-    data: String,
-    /// Row format: text | alpaca | chat | prompt_completion.
-    #[arg(long, default_value = "text")]
-    format: String,
-    /// The main column (default: `text` for text, `messages` for chat).
-    #[arg(long)]
-    column: Option<String>,
+    #[command(flatten)]
+    source: super::SourceArgs,
     /// Which tokens carry loss, as in training: all | assistant | last_assistant | completion.
     #[arg(long, default_value = "assistant", value_parser = parse_train_on)]
     train_on: TrainOn,
     /// Rows longer than this many tokens are truncated.
     #[arg(long, default_value_t = 1024)]
     seq_len: usize,
-    /// Print one JSON object on stdout: {"loss", "perplexity", "tokens", "rows"}.
+    /// Print one JSON object on stdout: {"loss", "perplexity", "tokens", "rows",
+    /// "bits_per_byte", "bytes", "bits_per_char", "chars"} (with --generate also "chrf",
+    /// "bleu", "exact_match", "generated").
     #[arg(long)]
     json: bool,
+    /// Also answer each row's prompt (chat: the turns before the last assistant turn;
+    /// prompt_completion: the prompt; alpaca: instruction + input) and score the answers
+    /// against the reference with chrF++, BLEU and exact match.
+    #[arg(long)]
+    generate: bool,
+    /// --generate: new tokens per answer at most.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// --generate: write one JSON line per row (prompt, reference, prediction, chrf) here.
+    #[arg(long, value_name = "FILE.jsonl")]
+    predictions: Option<PathBuf>,
+    /// --generate: prompts answered together.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[command(flatten)]
+    sampling: super::generate::SamplingArgs,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    if args.predictions.is_some() && !args.generate {
+        bail!("--predictions writes the answers of --generate; add --generate");
+    }
+    let sampling = args.sampling.sampling()?;
     let (lm, dir) = args.model.load()?;
     let tokenizer = Tokenizer::from_model_dir(&dir)?;
-    let format = Format::parse(&args.format)?;
-    if format == Format::Preference {
-        anyhow::bail!(
+    let source_config = args.source.config()?;
+    if source_config.format == Format::Preference {
+        bail!(
             "--format preference: pairs are scored by training with train.objective = \"dpo\" or \"orpo\" (held-out pairs in [[data.eval]] or data.eval_fraction report the loss and rewards); loam eval scores single sequences"
         );
     }
-    let mut source_config = SourceConfig::new(&args.data, format);
-    source_config.column = args.column.clone();
     let source = Source::open(0, &source_config)?;
 
     let encoder = Encoder::new(tokenizer, None, args.train_on, source_config.add_eos)?;
-    let examples = source.rows().map(|row| -> Result<Example> {
+    let opts = encoder.options();
+    let mut tasks = Vec::new();
+    let examples = source.rows().map(|row| -> Result<EvalExample> {
         let row = row?;
         let sample = row.sample?;
-        encoder
-            .encode(&sample)
-            .with_context(|| format!("at {}", row.loc))
+        let at = || format!("at {}", row.loc);
+        if args.generate {
+            tasks.push(Task::of(&encoder, &sample).with_context(at)?);
+        }
+        eval::encode_for_eval(&encoder, &sample, &opts, args.seq_len).with_context(at)
     });
-    let result = eval::evaluate(&lm, examples, args.seq_len, Some(source.num_rows()))?;
+    let mut result = eval::evaluate_rows(&lm, examples, args.seq_len, Some(source.num_rows()))?;
+    if args.generate {
+        let gen = GenerationOptions {
+            max_new_tokens: args.max_new_tokens,
+            sampling,
+            batch_size: args.batch_size,
+        };
+        let predictions = generation::predict(&lm, &encoder, &tasks, &gen)?;
+        if let Some(path) = &args.predictions {
+            generation::write_predictions(path, &predictions)?;
+        }
+        result.generation = Some(generation::score(&predictions));
+    }
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "loss {:.4}  perplexity {:.3}  over {} predicted tokens in {} rows ({})",
-            result.loss, result.perplexity, result.tokens, result.rows, args.data
+            "loss {:.4}  perplexity {:.3}  bits/byte {:.4}  over {} predicted tokens ({} bytes of text) in {} rows ({})",
+            result.loss,
+            result.perplexity,
+            result.bits_per_byte,
+            result.tokens,
+            result.bytes,
+            result.rows,
+            source_config.path
         );
+        if let Some(g) = &result.generation {
+            println!(
+                "chrF++ {:.2}  BLEU {:.2}  exact match {:.1}%  over {} generated answers",
+                g.chrf,
+                g.bleu,
+                100.0 * g.exact_match,
+                g.generated
+            );
+        }
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `loam generate`: a model (with an adapter, unmerged) answers prompts, streamed to stdout.
 
-use crate::generate::{self, Sampling, Stop, TextStream};
+use crate::generate::{self, Prompt, Sampling, Stop, TextStream};
 use anyhow::{bail, Result};
 use clap::Args;
 use loam_data::encode::Encoder;
@@ -23,17 +23,8 @@ pub struct GenerateArgs {
     system: Option<String>,
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
-    /// 0 picks the most likely token every time (greedy, the default); above 0 samples.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    /// Sample among the k most likely tokens only (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    top_k: i64,
-    /// Sample among the most likely tokens holding this much probability (1: no limit).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Print one JSON object per prompt instead of streaming text:
     /// {"prompt", "text", "token_ids", "stop", "tokens_per_s"}.
     #[arg(long)]
@@ -49,16 +40,38 @@ struct Answer<'a> {
     tokens_per_s: f64,
 }
 
-pub fn run(args: GenerateArgs) -> Result<()> {
-    if !(args.temperature >= 0.0 && args.top_p > 0.0 && args.top_p <= 1.0 && args.top_k >= 0) {
-        bail!("--temperature must be ≥ 0, --top-p in (0, 1], --top-k ≥ 0");
+/// How each next token is picked: `loam generate`'s and `loam eval --generate`'s flags.
+#[derive(Args)]
+pub(crate) struct SamplingArgs {
+    /// 0 picks the most likely token every time (greedy, the default); above 0 samples.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sample among the k most likely tokens only (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    top_k: i64,
+    /// Sample among the most likely tokens holding this much probability (1: no limit).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl SamplingArgs {
+    pub(crate) fn sampling(&self) -> Result<Sampling> {
+        if !(self.temperature >= 0.0 && self.top_p > 0.0 && self.top_p <= 1.0 && self.top_k >= 0) {
+            bail!("--temperature must be ≥ 0, --top-p in (0, 1], --top-k ≥ 0");
+        }
+        Ok(Sampling {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        })
     }
-    let sampling = Sampling {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let sampling = args.sampling.sampling()?;
     let (lm, dir) = args.model.load()?;
     let encoder = Encoder::new(Tokenizer::from_model_dir(&dir)?, None, TrainOn::All, false)?;
     let tokenizer = encoder.tokenizer();
@@ -70,25 +83,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             dir.display()
         );
     }
-    // Stop where the model ends its answer: the EOS it generates with, and in chat mode the
-    // template's end-of-turn token.
-    let mut stop_ids = tokenizer.generation_eos_ids();
-    stop_ids.extend(encoder.end_of_turn_id().filter(|_| chat));
-
     let stdout = std::io::stdout();
     for prompt in &args.prompt {
-        let ids = if chat {
-            let mut messages = Vec::new();
-            if let Some(system) = &args.system {
-                messages.push(message("system", system));
-            }
-            messages.push(message("user", prompt));
-            let text = encoder.template().unwrap().render(&messages, true)?;
-            // the template writes BOS itself where the model wants one
-            tokenizer.encode(&text, false)?
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(message("system", system));
+        }
+        messages.push(message("user", prompt));
+        let input = if chat {
+            Prompt::Chat(&messages)
         } else {
-            tokenizer.encode(prompt, true)?
+            Prompt::Raw(prompt)
         };
+        let (ids, stop_ids) = (input.ids(&encoder)?, input.stop_ids(&encoder));
         let mut stream = TextStream::new(tokenizer);
         let started = Instant::now();
         let (token_ids, stop) =

@@ -1,4 +1,4 @@
-//! `loam gguf export | import`: to and from llama.cpp's GGUF.
+//! `loam gguf export | import | export-adapter`: to and from llama.cpp's GGUF.
 
 use crate::{gguf, hub};
 use anyhow::Result;
@@ -19,6 +19,28 @@ enum GgufCommand {
     Export(ExportArgs),
     /// Turn a GGUF file (llama or qwen2) into a Hugging Face model directory in f32.
     Import(ImportArgs),
+    /// Write a PEFT LoRA adapter as llama.cpp's LoRA GGUF (`llama-cli --lora`, Ollama's ADAPTER).
+    ExportAdapter(ExportAdapterArgs),
+}
+
+#[derive(Args)]
+struct ExportAdapterArgs {
+    /// The PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// The base model it was trained on (a directory, or a hub id in the local cache).
+    #[arg(long)]
+    model: String,
+    /// The LoRA GGUF file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// The base model's GGUF (from `loam gguf export`): also write an Ollama Modelfile beside
+    /// the adapter, `FROM` this file with an `ADAPTER` line.
+    #[arg(long)]
+    base_gguf: Option<PathBuf>,
+    /// Replace an existing output file (and Modelfile).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -65,6 +87,19 @@ pub fn run(args: GgufArgs) -> Result<()> {
                 done.tensors,
                 done.modelfile.display(),
                 start.elapsed().as_secs_f64()
+            );
+        }
+        GgufCommand::ExportAdapter(a) => {
+            let dir = hub::resolve_model(&a.model)?;
+            let done =
+                gguf::export_adapter(&a.adapter, &dir, &a.out, a.base_gguf.as_deref(), a.force)?;
+            tracing::info!(
+                "wrote {} ({} adapted linears, adapter.lora.alpha {}){}",
+                done.gguf.display(),
+                done.modules,
+                done.alpha,
+                done.modelfile
+                    .map_or(String::new(), |m| format!(" and {}", m.display()))
             );
         }
         GgufCommand::Import(a) => {

@@ -27,6 +27,10 @@ pub struct MergeArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     force: bool,
+    /// --model is a 4-bit (bitsandbytes) model: merge onto its dequantized weights. Without
+    /// it a 4-bit --model is refused: merge a QLoRA adapter onto the original 16-bit model.
+    #[arg(long)]
+    onto_dequantized: bool,
 }
 
 pub fn run(args: MergeArgs) -> Result<()> {
@@ -42,6 +46,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
             .transpose()?,
         shard_size: merge::parse_size(&args.shard_size)?,
         force: args.force,
+        onto_dequantized: args.onto_dequantized,
     };
     let model_dir = hub::resolve_model(&args.model)?;
     let s = merge::merge(&model_dir, &args.model, &args.adapter, &args.out, &opts)?;

@@ -6,15 +6,23 @@ mod generate;
 mod gguf;
 mod merge;
 mod train;
+mod vocab;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `loam --version`: the version, and which collective backends were built in.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ndata parallel (c10d): ",
+    env!("LOAM_C10D_BACKENDS")
+);
+
 #[derive(Parser)]
 #[command(
     name = "loam",
-    version,
+    version = VERSION,
     about = "LoRA fine-tuning for open language models: train, eval, merge, export"
 )]
 struct Cli {
@@ -37,6 +45,9 @@ enum Command {
     Data(data::DataCommand),
     /// Export a model to llama.cpp's GGUF, or import a GGUF as a model directory.
     Gguf(gguf::GgufArgs),
+    /// A bigger vocabulary for a language: new tokens learned on a corpus.
+    #[command(subcommand)]
+    Vocab(vocab::VocabCommand),
 }
 
 pub fn run() -> Result<()> {
@@ -55,6 +66,7 @@ pub fn run() -> Result<()> {
         Command::Merge(args) => merge::run(args),
         Command::Gguf(args) => gguf::run(args),
         Command::Data(command) => data::run(command),
+        Command::Vocab(command) => vocab::run(command),
     }
 }
 
@@ -73,6 +85,10 @@ pub(crate) struct ModelArgs {
     /// auto | cpu | cuda | cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Quantize the linears to 4 bits at load: none | nf4 | fp4 (a bitsandbytes 4-bit
+    /// model is 4-bit anyway).
+    #[arg(long, default_value = "none", value_parser = crate::model::quant::Quantize::parse)]
+    quantize: crate::model::quant::Quantize,
 }
 
 impl ModelArgs {
@@ -81,18 +97,50 @@ impl ModelArgs {
         let kind = crate::runtime::parse_dtype(&self.dtype)?;
         let device = crate::runtime::parse_device(&self.device)?;
         let dir = crate::hub::resolve_model(&self.model)?;
-        let mut lm = crate::model::load(&dir, kind, device)?;
+        let mut lm = crate::model::load_with(&dir, kind, device, self.quantize, &[])?;
         if let Some(adapter_dir) = &self.adapter {
             crate::adapter::load(&mut lm, adapter_dir)?;
+            // these commands never train: trained token rows go into the weights once
+            lm.fold_trainable_tokens();
         }
         Ok((lm, dir))
     }
 }
 
+/// The rows a command reads: a Parquet source and its format.
+#[derive(Args)]
+pub(crate) struct SourceArgs {
+    /// Parquet file, directory of *.parquet, or glob of shards.
+    #[arg(long)]
+    data: String,
+    /// Row format: text | alpaca | chat | prompt_completion.
+    #[arg(long, default_value = "text")]
+    format: String,
+    /// The main column (default: `text` for text, `messages` for chat).
+    #[arg(long)]
+    column: Option<String>,
+}
+
+impl SourceArgs {
+    pub(crate) fn config(&self) -> Result<loam_data::SourceConfig> {
+        let format = loam_data::Format::parse(&self.format)?;
+        let mut config = loam_data::SourceConfig::new(&self.data, format);
+        config.column = self.column.clone();
+        Ok(config)
+    }
+}
+
 /// `RUST_LOG` filters; by default loam's own info messages and everyone's warnings, on stderr.
 fn init_logging() {
+    // In a data-parallel run the ranks other than 0 log warnings only.
+    let rank = crate::dist::World::from_env().map_or(0, |w| w.rank);
+    let default = if rank == 0 {
+        "warn,loam=info,loam_data=info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,loam=info,loam_data=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

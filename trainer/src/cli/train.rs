@@ -2,6 +2,7 @@
 
 use crate::recipe::Recipe;
 use crate::train;
+use crate::train::held_out::HeldOutScores;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -52,15 +53,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
             stop_after: args.stop_after,
         },
     )?;
-    if !s.finished {
+    // Only rank 0 of a data-parallel run reports and writes the summary.
+    if !s.finished || !s.writer {
         return Ok(());
     }
     let evals = match (s.eval_loss_before, s.eval_loss_after) {
         (Some(b), Some(a)) if !perplexity => format!("eval loss {b:.4} → {a:.4}\n"),
         (Some(b), Some(a)) => format!(
-            "eval loss {b:.4} → {a:.4}  (perplexity {:.2} → {:.2})\n",
+            "eval loss {b:.4} → {a:.4}  (perplexity {:.2} → {:.2})\n{}",
             b.exp(),
-            a.exp()
+            a.exp(),
+            held_out_lines(s.eval_before, s.eval_after)
         ),
         _ => String::new(),
     };
@@ -84,4 +87,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         serde_json::to_string_pretty(&json)?,
     )?;
     Ok(())
+}
+
+/// Bits per byte, and chrF++ / BLEU when the evals generated, before → after.
+fn held_out_lines(before: Option<HeldOutScores>, after: Option<HeldOutScores>) -> String {
+    let (Some(b), Some(a)) = (before, after) else {
+        return String::new();
+    };
+    let mut lines = format!(
+        "eval bits/byte {:.4} → {:.4}\n",
+        b.bits_per_byte, a.bits_per_byte
+    );
+    for (name, b, a) in [("chrF++", b.chrf, a.chrf), ("BLEU", b.bleu, a.bleu)] {
+        if let (Some(b), Some(a)) = (b, a) {
+            lines.push_str(&format!("eval {name} {b:.2} → {a:.2}\n"));
+        }
+    }
+    lines
 }

@@ -1,12 +1,17 @@
 //! The model card (`README.md`) of a merged model: YAML front matter the Hugging Face Hub
-//! reads (base_model, license, language, datasets, tags), then what was merged and, when the
-//! adapter came from `loam train`, how it was trained and what it did to the eval loss.
+//! reads (base_model, license, language, datasets, tags, and the held-out results as a
+//! `model-index`), then what was merged and, when the adapter came from `loam train`, how it
+//! was trained, what it did to the held-out loss, bits per byte, chrF++ and BLEU, and the
+//! training plot.
 //!
 //! A `loam train` run directory holds `adapter/`, `recipe.toml`, `metrics.jsonl` and
 //! `checkpoints/step-N/state.json`; the card uses whichever of them exist beside the adapter.
 
 use crate::adapter::{AdapterConfig, Targets};
+use crate::model::quant::Quantize;
 use crate::recipe::Recipe;
+use crate::train::held_out::HeldOutScores;
+use crate::train::plot::{self, Curves};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -21,6 +26,8 @@ pub struct CardInput<'a> {
     pub adapter_dir: &'a Path,
     pub adapter: &'a AdapterConfig,
     pub dtype: Kind,
+    /// The base is 4-bit and the adapter was merged onto its dequantized weights.
+    pub onto_dequantized: bool,
 }
 
 /// What the training run beside the adapter left, if anything.
@@ -30,6 +37,10 @@ struct Run {
     losses: Vec<(f64, f64)>,
     eval_before: Option<f64>,
     eval_after: Option<f64>,
+    /// All the held-out eval measured before the first step and at the last eval.
+    held_out_before: Option<HeldOutScores>,
+    held_out_after: Option<HeldOutScores>,
+    curves: Curves,
 }
 
 /// Writes `README.md` (and `training_loss.svg` when there is a loss curve) into `input.out`.
@@ -37,11 +48,13 @@ pub fn write(input: &CardInput) -> Result<()> {
     let run = read_run(input.adapter_dir);
     let base_readme =
         std::fs::read_to_string(input.model_dir.join("README.md")).unwrap_or_default();
+    let trained_on_4bit = trained_on_4bit(input.adapter, &run);
+    // A QLoRA adapter merged onto the 16-bit model: that model is the base of the result.
     let base_model = input
         .adapter
         .base_model_name_or_path
         .clone()
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && (trained_on_4bit.is_none() || input.onto_dequantized))
         .unwrap_or_else(|| input.model_arg.to_string());
     let cfg = input.adapter;
 
@@ -70,19 +83,25 @@ pub fn write(input: &CardInput) -> Result<()> {
     if cfg.use_rslora {
         tags.push("rslora");
     }
+    if trained_on_4bit.is_some() || input.onto_dequantized {
+        tags.push("qlora");
+    }
     yaml_list(
         &mut yaml,
         "tags",
         &tags.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     )?;
-    yaml.push_str("---\n\n");
-
-    let mut md = yaml;
     let title = input
         .out
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".tmp").to_string())
         .unwrap_or_default();
+    if let (Some(after), Some(recipe)) = (&run.held_out_after, &run.recipe) {
+        model_index(&mut yaml, &title, &eval_dataset(recipe), after)?;
+    }
+    yaml.push_str("---\n\n");
+
+    let mut md = yaml;
     writeln!(md, "# {title}\n")?;
     writeln!(
         md,
@@ -91,6 +110,22 @@ pub fn write(input: &CardInput) -> Result<()> {
          `AutoModelForCausalLM.from_pretrained(\"<this dir>\")`.\n",
         crate::export::merge::torch_dtype_name(input.dtype)
     )?;
+    if input.onto_dequantized {
+        writeln!(
+            md,
+            "Merged onto the **dequantized 4-bit weights** of `{}` (bitsandbytes 4-bit, decoded \
+             to f32, the adapter added): a 16-bit model that keeps the 4-bit rounding of its base. \
+             It was not quantized again.\n",
+            input.model_arg
+        )?;
+    } else if let Some(quantized) = &trained_on_4bit {
+        writeln!(
+            md,
+            "The adapter was trained on a 4-bit base (QLoRA: {quantized}) and is merged here onto \
+             the original 16-bit weights of `{}`.\n",
+            input.model_arg
+        )?;
+    }
     writeln!(md, "## Adapter\n")?;
     writeln!(md, "| | |\n|---|---|")?;
     writeln!(
@@ -153,14 +188,41 @@ pub fn write(input: &CardInput) -> Result<()> {
             (None, Some(a)) => writeln!(md, "- eval loss: {a:.4}")?,
             _ => {}
         }
+        if let Some(after) = &run.held_out_after {
+            held_out_lines(&mut md, run.held_out_before.as_ref(), after)?;
+        }
         if run.losses.len() >= 2 {
-            std::fs::write(input.out.join("training_loss.svg"), loss_svg(&run.losses))?;
+            std::fs::write(input.out.join("training_loss.svg"), plot::svg(&run.curves)?)?;
             writeln!(md, "\n![training loss](training_loss.svg)")?;
         }
         md.push('\n');
     }
     std::fs::write(input.out.join("README.md"), md)
         .with_context(|| format!("cannot write {}", input.out.join("README.md").display()))
+}
+
+/// The 4-bit base the adapter was trained on, described, if it was: the run's recipe
+/// quantized its model at load or named a 4-bit model, or the adapter's
+/// `base_model_name_or_path` is a 4-bit model found here.
+fn trained_on_4bit(adapter: &AdapterConfig, run: &Run) -> Option<String> {
+    let is_4bit = |path: &str| {
+        crate::hub::resolve_model(path)
+            .ok()
+            .and_then(|dir| crate::model::ModelSpec::from_model_dir(&dir).ok())
+            .is_some_and(|spec| spec.quantization.is_some_and(|q| q.pre_quantized))
+    };
+    if let Some(recipe) = &run.recipe {
+        let m = &recipe.model;
+        if m.quantize != Quantize::None {
+            let name = serde_json::to_value(m.quantize).ok()?.as_str()?.to_string();
+            return Some(format!("`{}` quantized to {name} at load", m.path));
+        }
+        if is_4bit(&m.path) {
+            return Some(format!("`{}`", m.path));
+        }
+    }
+    let base = adapter.base_model_name_or_path.as_deref()?;
+    is_4bit(base).then(|| format!("`{base}`"))
 }
 
 /// Reads the `loam train` run around `adapter_dir` (`<run>/adapter`); missing parts are skipped.
@@ -187,17 +249,36 @@ fn read_run(adapter_dir: &Path) -> Run {
         .filter_map(|m| Some((m["step"].as_f64()?, m["loss"].as_f64()?)))
         .collect();
     let eval_after = metrics.iter().rev().find_map(|m| m["eval_loss"].as_f64());
-    let eval_before = crate::train::checkpoint::latest(&run_dir)
+    let state = crate::train::checkpoint::latest(&run_dir)
         .ok()
         .flatten()
         .and_then(|c| std::fs::read_to_string(c.join("state.json")).ok())
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+    let eval_before = state
+        .as_ref()
         .and_then(|v| v["state"]["eval_before"].as_f64());
+    let held_out_before: Option<HeldOutScores> =
+        state.and_then(|v| serde_json::from_value(v["state"]["held_out_before"].clone()).ok());
+    let held_out_after = metrics.iter().rev().find_map(|m| {
+        Some(HeldOutScores {
+            loss: m["eval_loss"].as_f64()?,
+            bits_per_byte: m["eval_bits_per_byte"].as_f64().unwrap_or(f64::NAN),
+            chrf: m["eval_chrf"].as_f64(),
+            bleu: m["eval_bleu"].as_f64(),
+        })
+    });
+    let mut curves = Curves::from_metrics(&metrics);
+    if let Some(b) = &held_out_before {
+        curves.evals.insert(0, plot::EvalPoint::before_training(b));
+    }
     Run {
         recipe,
         losses,
         eval_before,
         eval_after,
+        held_out_before,
+        held_out_after,
+        curves,
     }
 }
 
@@ -244,48 +325,90 @@ fn quote(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// The training loss per step as a small SVG line chart.
-fn loss_svg(points: &[(f64, f64)]) -> String {
-    let (w, h, pad) = (640.0, 240.0, 40.0);
-    let (x0, x1) = (
-        points[0].0,
-        points[points.len() - 1].0.max(points[0].0 + 1.0),
-    );
-    let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let hi = points
-        .iter()
-        .map(|p| p.1)
-        .fold(f64::NEG_INFINITY, f64::max)
-        .max(lo + 1e-9);
-    let xy = |(s, l): (f64, f64)| {
+/// The held-out results before → after, as the card's text.
+fn held_out_lines(
+    md: &mut String,
+    before: Option<&HeldOutScores>,
+    after: &HeldOutScores,
+) -> std::fmt::Result {
+    let rows = [
         (
-            pad + (s - x0) / (x1 - x0) * (w - 2.0 * pad),
-            h - pad - (l - lo) / (hi - lo) * (h - 2.0 * pad),
-        )
-    };
-    let line: Vec<String> = points
-        .iter()
-        .map(|&p| {
-            let (x, y) = xy(p);
-            format!("{x:.1},{y:.1}")
-        })
-        .collect();
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">
-<rect width="100%" height="100%" fill="white"/>
-<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="#888"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="#888"/>
-<text x="{pad}" y="{t}" text-anchor="start">step {x0}</text><text x="{r}" y="{t}" text-anchor="end">step {x1}</text>
-<text x="2" y="{pad}">{hi:.3}</text><text x="2" y="{b}">{lo:.3}</text>
-<text x="{c}" y="16" text-anchor="middle">training loss</text>
-<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{points}"/>
-</svg>
-"##,
-        b = h - pad,
-        r = w - pad,
-        t = h - pad + 16.0,
-        c = w / 2.0,
-        points = line.join(" ")
-    )
+            "bits per byte",
+            before.map(|b| b.bits_per_byte),
+            Some(after.bits_per_byte),
+            4,
+        ),
+        ("chrF++", before.and_then(|b| b.chrf), after.chrf, 2),
+        ("BLEU", before.and_then(|b| b.bleu), after.bleu, 2),
+    ];
+    for (name, b, a, digits) in rows {
+        match (b, a) {
+            (_, Some(a)) if !a.is_finite() => {}
+            (Some(b), Some(a)) => writeln!(md, "- held-out {name}: {b:.digits$} → {a:.digits$}")?,
+            (None, Some(a)) => writeln!(md, "- held-out {name}: {a:.digits$}")?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The eval data as the card names it: the `[[data.eval]]` paths, or the train sources'
+/// held-out fraction.
+fn eval_dataset(recipe: &Recipe) -> String {
+    let d = &recipe.data;
+    if d.eval.is_empty() {
+        let train: Vec<&str> = d.train.iter().map(|s| s.path.as_str()).collect();
+        format!("{} (held-out {})", train.join(", "), d.eval_fraction)
+    } else {
+        d.eval
+            .iter()
+            .map(|s| s.path.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The held-out results after training as the Hub's `model-index` (what `huggingface_hub`
+/// reads as the card's `eval_results`).
+fn model_index(
+    yaml: &mut String,
+    name: &str,
+    dataset: &str,
+    after: &HeldOutScores,
+) -> std::fmt::Result {
+    writeln!(yaml, "model-index:")?;
+    writeln!(yaml, "- name: {}", quote(name))?;
+    writeln!(yaml, "  results:")?;
+    writeln!(yaml, "  - task:")?;
+    writeln!(yaml, "      type: text-generation")?;
+    writeln!(yaml, "      name: Text Generation")?;
+    writeln!(yaml, "    dataset:")?;
+    writeln!(yaml, "      type: {}", quote(dataset))?;
+    writeln!(yaml, "      name: {}", quote(dataset))?;
+    writeln!(yaml, "      split: held-out")?;
+    writeln!(yaml, "    metrics:")?;
+    let metrics = [
+        (
+            "loss",
+            "held-out loss (nats per trained token)",
+            Some(after.loss),
+        ),
+        (
+            "bits_per_byte",
+            "held-out bits per byte",
+            Some(after.bits_per_byte),
+        ),
+        ("chrf", "held-out chrF++", after.chrf),
+        ("bleu", "held-out BLEU", after.bleu),
+    ];
+    for (kind, pretty, value) in metrics {
+        if let Some(v) = value.filter(|v| v.is_finite()) {
+            writeln!(yaml, "    - type: {kind}")?;
+            writeln!(yaml, "      value: {}", (v * 1e4).round() / 1e4)?;
+            writeln!(yaml, "      name: {}", quote(pretty))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

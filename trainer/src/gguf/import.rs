@@ -1,11 +1,15 @@
-//! `loam gguf import`: a llama / qwen2 GGUF → a Hugging Face model directory in f32.
+//! `loam gguf import`: a GGUF of any architecture loam exports (llama, qwen2, qwen3, gemma,
+//! gemma2, gemma3, phi3, smollm3) → a Hugging Face model directory in f32.
 //!
 //! Written as transformers' own GGUF loader would: tensors dequantized to f32 with HF names,
-//! the llama Q/K row permutation undone, `config.json` from the `<arch>.*` keys, and a
-//! `tokenizer.json` rebuilt from `tokenizer.ggml.*`. Everything is checked before anything is
-//! written, the directory is built under a temporary name and renamed at the end.
+//! what export changed undone ([`super::arch`]: the llama Q/K row permutation, Gemma's
+//! `+ 1` on norms and its folded query scale), `config.json` from the `<arch>.*` keys as
+//! llama.cpp reads them (its defaults where a key is missing), and a `tokenizer.json` rebuilt
+//! from `tokenizer.ggml.*`. Everything is checked before anything is written, the directory
+//! is built under a temporary name and renamed at the end.
 
-use super::names::{gguf_to_hf, rotary_of, unpermute_rows, Rotary};
+use super::arch::{TensorRules, Transform};
+use super::names::{gguf_to_hf_in, unpermute_rows};
 use super::rope_freqs;
 use super::tokenizer::Vocab;
 use crate::fsutil;
@@ -16,23 +20,22 @@ use serde_json::{json, Value as Json};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+mod family;
+
 /// The GGUF architectures import understands, with the transformers class each becomes.
-pub const ARCHITECTURES: &[(&str, &str, &str)] = &[
-    ("llama", "LlamaForCausalLM", "llama"),
-    ("qwen2", "Qwen2ForCausalLM", "qwen2"),
-];
+pub use super::arch::ARCHITECTURES;
 
 /// Metadata key where `loam gguf export` keeps a Hugging Face `rope_scaling` that llama.cpp
 /// only stores as the `rope_freqs.weight` tensor (Llama 3.1 scaling). Import restores the
 /// exact parameters from it, and reconstructs equivalent ones from the tensor without it.
 pub const ROPE_SCALING_KEY: &str = "loam.rope_scaling";
 
-/// One tensor to write: GGUF name, HF name, PyTorch shape, rows to un-permute by `n_heads`.
+/// One tensor to write: GGUF name, HF name, PyTorch shape, what export did to its values.
 struct Planned {
     gguf: String,
     hf: String,
     shape: Vec<usize>,
-    unpermute_heads: Option<usize>,
+    transform: Transform,
 }
 
 /// The hyper-parameters of a GGUF decoder, read from `<arch>.*`.
@@ -50,6 +53,11 @@ struct HParams {
     rms_eps: f64,
     rope_theta: f64,
     rope_scaling: Option<Json>,
+    /// The config keys of the family (windows, soft-caps, rotary bases, LongRoPE), as
+    /// llama.cpp reads the file.
+    family: serde_json::Map<String, Json>,
+    /// `√(assumed / query_pre_attn_scalar)` folded into the file's query (Gemma 2/3).
+    query_fold: f32,
 }
 
 /// Imports `gguf_path` into the directory `out`. Refuses to replace `out` unless `force`.
@@ -132,14 +140,16 @@ fn read_hparams(f: &GgufFile) -> Result<HParams> {
     let head_dim = f
         .get_opt::<u32>(&format!("{arch}.attention.key_length"))?
         .map_or(hidden / heads, u64::from);
-    if let Some(rot) = f.get_opt::<u32>(&format!("{arch}.rope.dimension_count"))? {
-        if u64::from(rot) != head_dim {
-            bail!(
-                "{}: {arch}.rope.dimension_count is {rot} but heads have {head_dim} dimensions; \
-                 partial rotary embeddings are not supported",
-                f.path().display()
-            );
-        }
+    let rotary_dim = f
+        .get_opt::<u32>(&format!("{arch}.rope.dimension_count"))?
+        .map_or(head_dim, u64::from);
+    // (phi3's partial rotary becomes `partial_rotary_factor` in the family's keys)
+    if rotary_dim != head_dim && arch != "phi3" {
+        bail!(
+            "{}: {arch}.rope.dimension_count is {rotary_dim} but heads have {head_dim} \
+             dimensions; partial rotary embeddings are supported for phi3 only",
+            f.path().display()
+        );
     }
     let rope_theta = float("rope.freq_base")?.unwrap_or(10_000.0);
     let mut rope_scaling = None;
@@ -168,11 +178,13 @@ fn read_hparams(f: &GgufFile) -> Result<HParams> {
             .map(f64::from);
         rope_scaling = llama3_from_rope_freqs(f, rope_theta, head_dim, context, original)?;
     }
+    let layers = uint("block_count")?;
+    let (family, query_fold) = family::read(f, arch, layers, hidden, heads, head_dim, context)?;
     Ok(HParams {
         arch,
         class,
         model_type,
-        layers: uint("block_count")?,
+        layers,
         hidden,
         ffn: uint("feed_forward_length")?,
         heads,
@@ -182,6 +194,8 @@ fn read_hparams(f: &GgufFile) -> Result<HParams> {
         rms_eps: float("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6),
         rope_theta,
         rope_scaling,
+        family,
+        query_fold,
     })
 }
 
@@ -236,13 +250,19 @@ fn shortest_f64(x: f32) -> f64 {
 }
 
 fn plan_tensors(f: &GgufFile, hp: &HParams) -> Result<Vec<Planned>> {
+    let rules = TensorRules {
+        arch: hp.arch,
+        heads: hp.heads as usize,
+        kv_heads: hp.kv_heads as usize,
+        query_fold: hp.query_fold,
+    };
     let mut plan = Vec::new();
     for t in f.tensors() {
         let name = t.name();
-        if name == "rope_freqs.weight" {
-            continue; // recomputed from rope_scaling in config.json
+        if family::ROPE_TENSORS.contains(&name) {
+            continue; // recomputed from rope_scaling / rope_parameters in config.json
         }
-        let hf = gguf_to_hf(name).with_context(|| {
+        let hf = gguf_to_hf_in(hp.arch, name).with_context(|| {
             format!(
                 "{}: tensor `{name}` has no Hugging Face counterpart in a {} model",
                 f.path().display(),
@@ -257,16 +277,12 @@ fn plan_tensors(f: &GgufFile, hp: &HParams) -> Result<Vec<Planned>> {
                 GgmlType::list(GgmlType::DEQUANTIZABLE)
             );
         }
-        let unpermute_heads = match (hp.arch, rotary_of(&hf)) {
-            ("llama", Some(Rotary::Query)) => Some(hp.heads as usize),
-            ("llama", Some(Rotary::Key)) => Some(hp.kv_heads as usize),
-            _ => None,
-        };
+        let transform = rules.transform(&hf);
         plan.push(Planned {
             gguf: name.to_string(),
             hf,
             shape: t.shape(),
-            unpermute_heads,
+            transform,
         });
     }
     for required in ["token_embd.weight", "output_norm.weight"] {
@@ -302,10 +318,11 @@ fn write_safetensors(f: &GgufFile, plan: &[Planned], path: &Path) -> Result<()> 
     let mut bytes = Vec::new();
     for p in plan {
         let mut values = f.dequantize(&p.gguf)?;
-        if let Some(heads) = p.unpermute_heads {
+        if let Some(heads) = p.transform.permute_heads {
             let row_len = if p.shape.len() > 1 { p.shape[1] } else { 1 };
             values = unpermute_rows(&values, row_len, heads);
         }
+        p.transform.invert(&mut values);
         bytes.clear();
         bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         out.write_all(&bytes)
@@ -330,7 +347,7 @@ fn config_json(hp: &HParams, vocab: &Vocab, vocab_size: usize, tied: bool, biase
     let mut c = json!({
         "architectures": [hp.class],
         "model_type": hp.model_type,
-        "hidden_act": "silu",
+        "hidden_act": if hp.arch.starts_with("gemma") { "gelu_pytorch_tanh" } else { "silu" },
         "hidden_size": hp.hidden,
         "intermediate_size": hp.ffn,
         "num_hidden_layers": hp.layers,
@@ -353,14 +370,20 @@ fn config_json(hp: &HParams, vocab: &Vocab, vocab_size: usize, tied: bool, biase
         "torch_dtype": "float32",
     });
     match hp.arch {
-        "llama" => {
+        "llama" | "smollm3" => {
             c["attention_bias"] = json!(biases.attention);
             c["mlp_bias"] = json!(biases.mlp);
         }
-        _ => {
+        "qwen2" | "qwen3" => {
             c["use_sliding_window"] = json!(false);
             c["sliding_window"] = Json::Null;
             c["max_window_layers"] = json!(hp.layers);
+        }
+        _ => {}
+    }
+    if let Some(obj) = c.as_object_mut() {
+        for (k, v) in &hp.family {
+            obj.insert(k.clone(), v.clone());
         }
     }
     c

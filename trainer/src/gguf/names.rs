@@ -5,6 +5,10 @@
 //! reorders the rows of the Q and K projections: transformers' rotary embedding rotates the
 //! two halves of each head (`rotate_half`), ggml's rotates adjacent pairs, so each head's rows
 //! `[x0 .. x(d/2-1), y0 .. y(d/2-1)]` are stored interleaved as `[x0, y0, x1, y1, ..]`.
+//!
+//! A few names depend on the architecture: Gemma 2/3's four norms per layer
+//! (`post_attention_layernorm` is llama.cpp's `post_attention_norm` there, its
+//! `pre_feedforward_layernorm` the `ffn_norm`), Phi-3's fused `attn_qkv` and `ffn_up`.
 
 /// Tensors outside the decoder layers: (HF module, GGUF name stem).
 const GLOBAL: &[(&str, &str)] = &[
@@ -22,9 +26,33 @@ const LAYER: &[(&str, &str)] = &[
     ("mlp.gate_proj", "ffn_gate"),
     ("mlp.up_proj", "ffn_up"),
     ("mlp.down_proj", "ffn_down"),
+    ("self_attn.q_norm", "attn_q_norm"),
+    ("self_attn.k_norm", "attn_k_norm"),
     ("input_layernorm", "attn_norm"),
     ("post_attention_layernorm", "ffn_norm"),
 ];
+
+/// Gemma 2 and Gemma 3 (`gemma2`, `gemma3`): norms before and after attention and MLP.
+const SANDWICH_NORMS: &[(&str, &str)] = &[
+    ("post_attention_layernorm", "post_attention_norm"),
+    ("pre_feedforward_layernorm", "ffn_norm"),
+    ("post_feedforward_layernorm", "post_ffw_norm"),
+];
+
+/// Phi-3 (`phi3`): the fused projections.
+const FUSED: &[(&str, &str)] = &[
+    ("self_attn.qkv_proj", "attn_qkv"),
+    ("mlp.gate_up_proj", "ffn_up"),
+];
+
+/// The architecture's own layer names, looked up before [`LAYER`].
+fn arch_layer(arch: &str) -> &'static [(&'static str, &'static str)] {
+    match arch {
+        "gemma2" | "gemma3" => SANDWICH_NORMS,
+        "phi3" => FUSED,
+        _ => &[],
+    }
+}
 
 /// Splits `stem.weight` / `stem.bias` into the stem and the parameter kind.
 fn split_param(name: &str) -> Option<(&str, &str)> {
@@ -33,8 +61,18 @@ fn split_param(name: &str) -> Option<(&str, &str)> {
         .find_map(|p| Some((name.strip_suffix(p)?.strip_suffix('.')?, p)))
 }
 
-/// `model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`.
+/// `model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight` (llama, qwen2).
 pub fn hf_to_gguf(name: &str) -> Option<String> {
+    hf_to_gguf_in("llama", name)
+}
+
+/// `blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight` (llama, qwen2).
+pub fn gguf_to_hf(name: &str) -> Option<String> {
+    gguf_to_hf_in("llama", name)
+}
+
+/// [`hf_to_gguf`] for the llama.cpp architecture `arch`.
+pub fn hf_to_gguf_in(arch: &str, name: &str) -> Option<String> {
     let (stem, param) = split_param(name)?;
     if let Some(&(_, g)) = GLOBAL.iter().find(|(h, _)| *h == stem) {
         return Some(format!("{g}.{param}"));
@@ -42,12 +80,15 @@ pub fn hf_to_gguf(name: &str) -> Option<String> {
     let rest = stem.strip_prefix("model.layers.")?;
     let (layer, module) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let &(_, g) = LAYER.iter().find(|(h, _)| *h == module)?;
+    let &(_, g) = arch_layer(arch)
+        .iter()
+        .chain(LAYER)
+        .find(|(h, _)| *h == module)?;
     Some(format!("blk.{layer}.{g}.{param}"))
 }
 
-/// `blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`.
-pub fn gguf_to_hf(name: &str) -> Option<String> {
+/// [`gguf_to_hf`] for the llama.cpp architecture `arch`.
+pub fn gguf_to_hf_in(arch: &str, name: &str) -> Option<String> {
     let (stem, param) = split_param(name)?;
     if let Some(&(h, _)) = GLOBAL.iter().find(|(_, g)| *g == stem) {
         return Some(format!("{h}.{param}"));
@@ -55,7 +96,10 @@ pub fn gguf_to_hf(name: &str) -> Option<String> {
     let rest = stem.strip_prefix("blk.")?;
     let (layer, module) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let &(h, _) = LAYER.iter().find(|(_, g)| *g == module)?;
+    let &(h, _) = arch_layer(arch)
+        .iter()
+        .chain(LAYER)
+        .find(|(_, g)| *g == module)?;
     Some(format!("model.layers.{layer}.{h}.{param}"))
 }
 
@@ -150,6 +194,60 @@ mod tests {
             None
         );
         assert_eq!(gguf_to_hf("rope_freqs.weight"), None);
+    }
+
+    #[test]
+    fn gemma_and_phi3_names_map_both_ways() {
+        for (arch, hf, g) in [
+            (
+                "gemma3",
+                "model.layers.1.post_attention_layernorm.weight",
+                "blk.1.post_attention_norm.weight",
+            ),
+            (
+                "gemma2",
+                "model.layers.0.pre_feedforward_layernorm.weight",
+                "blk.0.ffn_norm.weight",
+            ),
+            (
+                "gemma3",
+                "model.layers.2.post_feedforward_layernorm.weight",
+                "blk.2.post_ffw_norm.weight",
+            ),
+            (
+                "gemma3",
+                "model.layers.2.self_attn.q_norm.weight",
+                "blk.2.attn_q_norm.weight",
+            ),
+            (
+                "gemma3",
+                "model.layers.2.mlp.up_proj.weight",
+                "blk.2.ffn_up.weight",
+            ),
+            (
+                "phi3",
+                "model.layers.3.self_attn.qkv_proj.weight",
+                "blk.3.attn_qkv.weight",
+            ),
+            (
+                "phi3",
+                "model.layers.3.mlp.gate_up_proj.weight",
+                "blk.3.ffn_up.weight",
+            ),
+            (
+                "phi3",
+                "model.layers.3.post_attention_layernorm.weight",
+                "blk.3.ffn_norm.weight",
+            ),
+            (
+                "qwen3",
+                "model.layers.0.self_attn.k_norm.weight",
+                "blk.0.attn_k_norm.weight",
+            ),
+        ] {
+            assert_eq!(hf_to_gguf_in(arch, hf).as_deref(), Some(g), "{arch}");
+            assert_eq!(gguf_to_hf_in(arch, g).as_deref(), Some(hf), "{arch}");
+        }
     }
 
     #[test]

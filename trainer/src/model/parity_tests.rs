@@ -2,8 +2,9 @@
 
 use crate::model;
 use crate::model::Positions;
-use crate::testing::{fixture_models, fixtures};
+use crate::testing::{family_fixtures, family_models, fixture_models, fixtures};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// Bound on max |loam − transformers| for half-precision logits, as a fraction of the largest
@@ -17,11 +18,8 @@ use tch::{Device, Kind, Tensor};
 const BF16_REL_BOUND: f64 = 0.01;
 const F16_REL_BOUND: f64 = 0.002;
 
-fn expected(name: &str) -> HashMap<String, Tensor> {
-    let path = fixtures()
-        .join("expected")
-        .join(name)
-        .join("logits.safetensors");
+fn expected(root: &Path, name: &str) -> HashMap<String, Tensor> {
+    let path = root.join("expected").join(name).join("logits.safetensors");
     Tensor::read_safetensors(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
         .into_iter()
@@ -52,15 +50,10 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-#[test]
-fn f32_logits_match_transformers_for_every_family() {
-    let models = fixture_models();
-    assert!(
-        models.len() >= 7,
-        "the oracle should build every family: {models:?}"
-    );
+/// f32 logits of `models` (under `root`) within 1e-4 of transformers'.
+fn f32_logits_match(root: &Path, models: Vec<(String, PathBuf)>) {
     for (name, dir) in models {
-        let exp = expected(&name);
+        let exp = expected(root, &name);
         let logits = loam_logits(&dir, Kind::Float, &exp["input_ids"]);
         let reference = &exp["logits_f32"];
         assert_eq!(logits.size(), reference.size(), "{name}");
@@ -73,6 +66,28 @@ fn f32_logits_match_transformers_for_every_family() {
     }
 }
 
+#[test]
+fn f32_logits_match_transformers_for_every_family() {
+    let models = fixture_models();
+    assert!(
+        models.len() >= 7,
+        "the oracle should build every family: {models:?}"
+    );
+    f32_logits_match(&fixtures(), models);
+}
+
+/// Gemma 1/2/3 (multimodal too), Phi-3 and SmolLM3, every switch of each
+/// (scripts/oracle/fixtures_families.py).
+#[test]
+fn f32_logits_match_transformers_for_gemma_phi3_and_smollm3() {
+    let models = family_models();
+    assert!(
+        models.len() >= 10,
+        "the oracle should build every new family: {models:?}"
+    );
+    f32_logits_match(&family_fixtures(), models);
+}
+
 fn half_precision_matches(kind: Kind, key: &str, bound: f64) {
     half_precision_matches_with(kind, key, bound, |_| {})
 }
@@ -83,30 +98,47 @@ fn half_precision_matches_with(
     bound: f64,
     adjust: impl Fn(&mut model::CausalLm),
 ) {
-    for (name, dir) in fixture_models() {
-        let exp = expected(&name);
-        let Some(reference) = exp.get(key) else {
-            panic!("{name}: expected file has no {key}")
-        };
-        let logits = loam_logits_with(&dir, kind, &exp["input_ids"], &adjust);
-        let scale = reference.abs().max().double_value(&[]);
-        let diff = max_abs_diff(&logits, reference);
-        let top1_agree = logits
-            .argmax(-1, false)
-            .eq_tensor(&reference.argmax(-1, false))
-            .to_kind(Kind::Float)
-            .mean(Kind::Float)
-            .double_value(&[]);
-        println!("{name}: {key} max-abs diff {diff:.3e} (scale {scale:.2}, rel {:.2e}), top-1 agreement {top1_agree:.3}", diff / scale);
-        assert!(
-            diff <= bound * scale,
-            "{name}: {key} differ by {diff:e}, more than {bound} × {scale:.3}"
-        );
-        assert!(
-            top1_agree >= 0.95,
-            "{name}: {key} top-1 agreement {top1_agree}"
-        );
+    for (root, models) in [
+        (fixtures(), fixture_models()),
+        (family_fixtures(), family_models()),
+    ] {
+        for (name, dir) in models {
+            half_precision_model_matches(&root, &name, &dir, kind, key, bound, &adjust);
+        }
     }
+}
+
+fn half_precision_model_matches(
+    root: &Path,
+    name: &str,
+    dir: &Path,
+    kind: Kind,
+    key: &str,
+    bound: f64,
+    adjust: &impl Fn(&mut model::CausalLm),
+) {
+    let exp = expected(root, name);
+    let Some(reference) = exp.get(key) else {
+        panic!("{name}: expected file has no {key}")
+    };
+    let logits = loam_logits_with(dir, kind, &exp["input_ids"], adjust);
+    let scale = reference.abs().max().double_value(&[]);
+    let diff = max_abs_diff(&logits, reference);
+    let top1_agree = logits
+        .argmax(-1, false)
+        .eq_tensor(&reference.argmax(-1, false))
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    println!("{name}: {key} max-abs diff {diff:.3e} (scale {scale:.2}, rel {:.2e}), top-1 agreement {top1_agree:.3}", diff / scale);
+    assert!(
+        diff <= bound * scale,
+        "{name}: {key} differ by {diff:e}, more than {bound} × {scale:.3}"
+    );
+    assert!(
+        top1_agree >= 0.95,
+        "{name}: {key} top-1 agreement {top1_agree}"
+    );
 }
 
 /// The fixtures' short inputs take the batched attention kernel in bf16 on the CPU: it is
@@ -116,7 +148,8 @@ fn bf16_logits_match_transformers_eager_within_bound() {
     half_precision_matches(Kind::BFloat16, "logits_bf16_eager", BF16_REL_BOUND);
 }
 
-/// With the batched kernel off, every batch takes the fused one: transformers' `sdpa`.
+/// With the batched kernel off, every batch takes the fused one: transformers' `sdpa`
+/// (Gemma 2, whose soft-capped attention has no fused kernel: `eager` on both sides).
 #[test]
 fn bf16_logits_with_fused_attention_match_transformers_sdpa_within_bound() {
     half_precision_matches_with(Kind::BFloat16, "logits_bf16", BF16_REL_BOUND, |lm| {

@@ -26,6 +26,15 @@ pub struct TrainState {
     #[serde(default)]
     pub evals: Vec<(u64, f64)>,
     pub eval_before: Option<f64>,
+    /// Processes and `grad_accum` of the run that wrote it (0: written before data-parallel
+    /// training existed). A resume keeps their product, the micro-batches of one step.
+    #[serde(default)]
+    pub world: usize,
+    #[serde(default)]
+    pub grad_accum: usize,
+    /// The held-out eval before the first step, all of it (bits per byte, chrF++, BLEU).
+    #[serde(default)]
+    pub held_out_before: Option<crate::train::held_out::HeldOutScores>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -11,6 +11,7 @@
 //! backward and then read them again; this way the logits are touched while still in
 //! cache and the largest tensor of the step never outlives its chunk.
 
+use crate::model::LmHead;
 use loam_data::IGNORE_INDEX;
 use tch::{Kind, Tensor};
 
@@ -19,13 +20,16 @@ use tch::{Kind, Tensor};
 pub const DEFAULT_CHUNK: i64 = 128;
 
 /// Sum of NLL (f32 scalar tensor, differentiable) and the number of predicted tokens.
+/// With a soft-capped head (Gemma 2) the logits are `c · tanh(z / c)` and the gradient
+/// through them is multiplied by `1 − tanh²(z / c)`. The head's trained token rows
+/// (`lora.trainable_tokens`) get their gradient here too, as the hidden states do.
 pub fn next_token_nll_sum(
     hidden: &Tensor,
-    lm_head: &Tensor,
+    head: &LmHead,
     labels: &Tensor,
     chunk: i64,
 ) -> (Tensor, i64) {
-    let targets = TargetLogProbs::compute(hidden, lm_head, labels, chunk);
+    let targets = TargetLogProbs::compute(hidden, head, labels, chunk);
     let nll = -targets.values.sum(Kind::Float);
     if targets.nll_grads.is_none() {
         return (nll, targets.count());
@@ -48,10 +52,14 @@ pub struct TargetLogProbs {
     states: Tensor,
     /// `∂ −log p / ∂ state` of each target, f32 `[N, hidden]`, when `states` need a gradient.
     nll_grads: Option<Tensor>,
+    /// The head's trained rows (ids `[n]`, values `[n, hidden]`) and `∂ −log p / ∂ logit` of
+    /// each target at those rows, f32 `[N, n]`: a row's gradient is `Σ_i w_i g_i[r] · state_i`.
+    row_grads: Option<(Tensor, Tensor)>,
 }
 
 impl TargetLogProbs {
-    pub fn compute(hidden: &Tensor, lm_head: &Tensor, labels: &Tensor, chunk: i64) -> Self {
+    pub fn compute(hidden: &Tensor, head: &LmHead, labels: &Tensor, chunk: i64) -> Self {
+        let lm_head = &head.weight;
         let (b, t, h) = hidden.size3().expect("hidden states are [B, T, H]");
         let device = hidden.device();
         let targets = labels.narrow(1, 1, t - 1).reshape([-1]);
@@ -65,6 +73,7 @@ impl TargetLogProbs {
                 positions,
                 states: Tensor::zeros([0, h], (hidden.kind(), device)),
                 nll_grads: None,
+                row_grads: None,
             };
         }
         let states = hidden
@@ -73,27 +82,36 @@ impl TargetLogProbs {
             .index_select(0, &positions);
         let targets = targets.index_select(0, &positions);
         let with_grad = states.requires_grad();
+        let trained_rows = head.trained_rows.as_ref().filter(|_| with_grad);
 
         let _guard = tch::no_grad_guard();
         let mut values = Vec::new();
         let mut grads = Vec::new();
+        let mut row_grads = Vec::new();
         let mut start = 0;
         while start < count {
             let len = chunk.min(count - start);
             let rows = states.narrow(0, start, len);
             let target = targets.narrow(0, start, len).unsqueeze(1);
             // Logits in the compute dtype (as transformers), log-softmax in f32.
-            let mut log_probs = rows
-                .linear::<Tensor>(lm_head, None)
-                .log_softmax(-1, Kind::Float);
+            let logits = head.logits(&rows);
+            let mut log_probs = logits.log_softmax(-1, Kind::Float);
             let picked = log_probs.gather(1, &target, false);
             values.push(picked.squeeze_dim(1));
             if with_grad {
                 // softmax − onehot, built in place over the log-probabilities.
                 let mut softmax = log_probs.exp_();
-                let grad_logits =
+                let mut grad_logits =
                     softmax.scatter_add_(1, &target, &Tensor::full_like(&picked, -1.0));
+                if let Some(cap) = head.softcap {
+                    // d(c·tanh(z/c))/dz = 1 − (capped / c)²
+                    let t = logits.to_kind(Kind::Float) / cap;
+                    grad_logits *= 1.0 - t.square();
+                }
                 grads.push(grad_logits.to_kind(rows.kind()).mm(lm_head));
+                if let Some((index, _)) = trained_rows {
+                    row_grads.push(grad_logits.index_select(1, index));
+                }
             }
             start += len;
         }
@@ -103,6 +121,9 @@ impl TargetLogProbs {
             positions,
             states,
             nll_grads: with_grad.then(|| Tensor::cat(&grads, 0).to_kind(Kind::Float)),
+            row_grads: trained_rows.map(|(_, values)| {
+                (values.shallow_clone(), Tensor::cat(&row_grads, 0))
+            }),
         }
     }
 
@@ -119,12 +140,19 @@ impl TargetLogProbs {
         let Some(grad) = &self.nll_grads else {
             return Tensor::zeros([], (Kind::Float, self.values.device()));
         };
-        let grad = match weights {
-            None => grad.shallow_clone(),
-            Some(w) => grad * w.to_kind(Kind::Float).unsqueeze(1),
+        let weigh = |g: &Tensor| match weights {
+            None => g.shallow_clone(),
+            Some(w) => g * w.to_kind(Kind::Float).unsqueeze(1),
         };
-        let surrogate = (self.states.to_kind(Kind::Float) * grad).sum(Kind::Float);
-        &surrogate - surrogate.detach()
+        let states = self.states.to_kind(Kind::Float);
+        let surrogate = (&states * weigh(grad)).sum(Kind::Float);
+        let mut zero = &surrogate - surrogate.detach();
+        if let Some((values, logit_grads)) = &self.row_grads {
+            let row_grad = weigh(logit_grads).tr().mm(&states.detach());
+            let rows = (values * row_grad).sum(Kind::Float);
+            zero += &rows - rows.detach();
+        }
+        zero
     }
 }
 
@@ -132,53 +160,120 @@ impl TargetLogProbs {
 mod tests {
     use super::*;
 
-    /// The fused loss and its gradient equal autograd through plain cross-entropy.
-    #[test]
-    fn fused_gradient_equals_autograd() {
-        tch::manual_seed(0);
-        let (b, t, h, vocab) = (2, 9, 16, 50);
-        let lm_head = Tensor::randn([vocab, h], (Kind::Float, tch::Device::Cpu));
-        let hidden = Tensor::randn([b, t, h], (Kind::Float, tch::Device::Cpu));
-        let labels = Tensor::randint(vocab, [b, t], (Kind::Int64, tch::Device::Cpu));
-        let _ = labels.narrow(1, 0, 3).fill_(IGNORE_INDEX);
-
-        let fused_in = hidden.copy().set_requires_grad(true);
-        let (fused, count) = next_token_nll_sum(&fused_in, &lm_head, &labels, 4);
-        (&fused * 0.25).backward();
-
-        let plain_in = hidden.copy().set_requires_grad(true);
-        let logits = plain_in
+    /// Summed next-token cross-entropy by autograd, the plain way.
+    fn plain_nll(
+        hidden: &Tensor,
+        lm_head: &Tensor,
+        softcap: Option<f64>,
+        labels: &Tensor,
+    ) -> Tensor {
+        let (_, t, h) = hidden.size3().unwrap();
+        let mut logits = hidden
             .narrow(1, 0, t - 1)
             .reshape([-1, h])
-            .linear::<Tensor>(&lm_head, None);
-        let plain = logits.cross_entropy_loss::<Tensor>(
+            .linear::<Tensor>(lm_head, None);
+        if let Some(cap) = softcap {
+            logits = (logits / cap).tanh() * cap;
+        }
+        logits.cross_entropy_loss::<Tensor>(
             &labels.narrow(1, 1, t - 1).reshape([-1]),
             None,
             tch::Reduction::Sum,
             IGNORE_INDEX,
             0.0,
-        );
-        (&plain * 0.25).backward();
+        )
+    }
 
-        assert_eq!(count, b * (t - 1) - b * 2);
-        let loss_diff = (fused.double_value(&[]) - plain.double_value(&[])).abs();
-        assert!(
-            loss_diff < 1e-4 * plain.double_value(&[]),
-            "loss differs by {loss_diff}"
-        );
-        let grad_diff = (fused_in.grad() - plain_in.grad())
-            .abs()
-            .max()
-            .double_value(&[]);
-        let grad_max = plain_in.grad().abs().max().double_value(&[]);
-        assert!(
-            grad_max > 0.0 && grad_diff < 1e-5 * grad_max,
-            "gradients differ by {grad_diff}"
-        );
+    /// The fused loss and its gradient equal autograd through plain cross-entropy, with
+    /// and without a soft-capped head.
+    #[test]
+    fn fused_gradient_equals_autograd() {
+        for softcap in [None, Some(3.0)] {
+            tch::manual_seed(0);
+            let (b, t, h, vocab) = (2, 9, 16, 50);
+            let lm_head = Tensor::randn([vocab, h], (Kind::Float, tch::Device::Cpu));
+            let head = LmHead {
+                weight: lm_head.shallow_clone(),
+                softcap,
+                trained_rows: None,
+            };
+            let hidden = Tensor::randn([b, t, h], (Kind::Float, tch::Device::Cpu));
+            let labels = Tensor::randint(vocab, [b, t], (Kind::Int64, tch::Device::Cpu));
+            let _ = labels.narrow(1, 0, 3).fill_(IGNORE_INDEX);
 
-        // Without a gradient the same loss comes back, and nothing is differentiable.
-        let (no_grad, _) = next_token_nll_sum(&hidden, &lm_head, &labels, 3);
-        assert!(!no_grad.requires_grad());
-        assert!((no_grad.double_value(&[]) - fused.double_value(&[])).abs() < 1e-4);
+            let fused_in = hidden.copy().set_requires_grad(true);
+            let (fused, count) = next_token_nll_sum(&fused_in, &head, &labels, 4);
+            (&fused * 0.25).backward();
+
+            let plain_in = hidden.copy().set_requires_grad(true);
+            let plain = plain_nll(&plain_in, &lm_head, softcap, &labels);
+            (&plain * 0.25).backward();
+            assert_eq!(count, b * (t - 1) - b * 2);
+            let loss_diff = (fused.double_value(&[]) - plain.double_value(&[])).abs();
+            assert!(
+                loss_diff < 1e-4 * plain.double_value(&[]),
+                "softcap {softcap:?}: loss differs by {loss_diff}"
+            );
+            let grad_diff = (fused_in.grad() - plain_in.grad())
+                .abs()
+                .max()
+                .double_value(&[]);
+            let grad_max = plain_in.grad().abs().max().double_value(&[]);
+            assert!(
+                grad_max > 0.0 && grad_diff < 1e-5 * grad_max,
+                "softcap {softcap:?}: gradients differ by {grad_diff}"
+            );
+
+            // Without a gradient the same loss comes back, and nothing is differentiable.
+            let (no_grad, _) = next_token_nll_sum(&hidden, &head, &labels, 3);
+            assert!(!no_grad.requires_grad());
+            assert!((no_grad.double_value(&[]) - fused.double_value(&[])).abs() < 1e-4);
+        }
+    }
+
+    /// Trained rows of a (soft-capped) head get autograd's gradient through
+    /// `W.index_copy(0, ids, rows)`.
+    #[test]
+    fn trained_head_rows_get_autograds_gradient() {
+        tch::manual_seed(1);
+        let (b, t, h, vocab) = (2, 7, 8, 30);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let weight = Tensor::randn([vocab, h], opts);
+        let ids = Tensor::from_slice(&[3i64, 17, 29]);
+        let hidden = Tensor::randn([b, t, h], opts);
+        let labels = Tensor::randint(vocab, [b, t], (Kind::Int64, tch::Device::Cpu));
+        let _ = labels.narrow(1, 0, 2).fill_(IGNORE_INDEX);
+        let start = weight.index_select(0, &ids);
+
+        let rows = start.copy().set_requires_grad(true);
+        let states = hidden.copy().set_requires_grad(true);
+        let head = LmHead {
+            weight: weight.index_copy(0, &ids, &rows.detach()),
+            softcap: Some(4.0),
+            trained_rows: Some((ids.shallow_clone(), rows.shallow_clone())),
+        };
+        let (fused, _) = next_token_nll_sum(&states, &head, &labels, 3);
+        (&fused * 0.5).backward();
+
+        let plain_rows = start.copy().set_requires_grad(true);
+        let plain_states = hidden.copy().set_requires_grad(true);
+        let w = weight.index_copy(0, &ids, &plain_rows);
+        let frozen = LmHead {
+            weight: w.detach(),
+            softcap: Some(4.0),
+            trained_rows: None,
+        };
+        let (plain, _) = next_token_nll_sum(&plain_states, &frozen, &labels, 100);
+        let reference = plain_nll(&plain_states, &w, Some(4.0), &labels);
+        (&reference * 0.5).backward();
+        assert!((fused.double_value(&[]) - plain.double_value(&[])).abs() < 1e-4);
+        for (got, want) in [
+            (rows.grad(), plain_rows.grad()),
+            (states.grad(), plain_states.grad()),
+        ] {
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            let scale = want.abs().max().double_value(&[]);
+            assert!(scale > 0.0 && diff < 1e-5 * scale, "{diff} vs {scale}");
+        }
     }
 }

@@ -4,9 +4,13 @@
 //! clip, AdamW, log, eval, checkpoint } → adapter/ + summary.
 //!
 //! Beside it: `optim` (AdamW, schedules, clipping), `loss` (chunked next-token
-//! cross-entropy), `checkpoint` (save / resume), `plot` (the loss curve).
+//! cross-entropy), `checkpoint` (save / resume), `held_out` (the evals), `plot` (the
+//! training plot). Under torchrun or Slurm the same recipe runs on every rank: `crate::dist`
+//! hands each rank its micro-batches and sums the gradients; only rank 0
+//! (`replicas.is_writer()`) writes files.
 
 pub mod checkpoint;
+pub mod held_out;
 pub mod loss;
 pub mod objective;
 pub mod optim;
@@ -14,11 +18,13 @@ pub mod plot;
 pub mod preference;
 
 use self::checkpoint::TrainState;
+use self::held_out::{HeldOut, HeldOutScores};
 use self::loss::{next_token_nll_sum, DEFAULT_CHUNK};
 use self::objective::Objective;
 use self::optim::{AdamW, TrainableParams};
 use self::preference::Metrics;
 use crate::adapter::{self, AdapterConfig};
+use crate::dist::{self, Replicas};
 use crate::model::{self, CausalLm, Positions};
 use crate::recipe::Recipe;
 use crate::{hub, runtime};
@@ -51,6 +57,15 @@ struct StepMetrics {
     /// The objective's own metrics (DPO / ORPO: TRL's `rewards/…`, `logps/…`; `eval_…`).
     #[serde(flatten)]
     objective: Metrics,
+    /// Data parallel: seconds of this step in the gradient all-reduce (rank 0's view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allreduce_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_bits_per_byte: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_chrf: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_bleu: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -62,8 +77,15 @@ pub struct Summary {
     /// Held-out loss before the first step and after the last (when there is an eval split).
     pub eval_loss_before: Option<f64>,
     pub eval_loss_after: Option<f64>,
+    /// Everything the held-out evals before and after measured (bits per byte; chrF++ and
+    /// BLEU with `train.eval_generate`).
+    pub eval_before: Option<HeldOutScores>,
+    pub eval_after: Option<HeldOutScores>,
     /// False when the run stopped early (`--stop-after`) and waits for `--resume`.
     pub finished: bool,
+    /// This process writes the run's files (rank 0, or the only process).
+    #[serde(skip)]
+    pub writer: bool,
 }
 
 /// How one invocation of `loam train` runs.
@@ -77,28 +99,47 @@ pub struct RunControl {
     pub stop_after: Option<u64>,
 }
 
+/// Trains on this process, and on its peers when a launcher started several (see `dist`).
 pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
+    let world = dist::World::from_env()?;
+    let device = dist::rank_device(&recipe.model.device, &world)?;
+    let mut replicas = Replicas::join(world, device)?;
+    let result = run_replica(recipe, control, &mut replicas, device);
+    replicas.finish(result)
+}
+
+fn run_replica(
+    recipe: Recipe,
+    control: RunControl,
+    replicas: &mut Replicas,
+    device: tch::Device,
+) -> Result<Summary> {
     let RunControl {
         resume,
         stop,
         stop_after,
     } = control;
+    // A job torchrun restarted (--max-restarts) continues from the last checkpoint.
+    let resume = resume || replicas.world.restart > 0;
+    let writer = replicas.is_writer();
     // ── setup ──────────────────────────────────────────────────────────────────────────
     let out_dir = PathBuf::from(&recipe.output.dir);
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create output dir {}", out_dir.display()))?;
-    let latest = checkpoint::latest(&out_dir)?;
-    if !resume && latest.is_some() {
-        bail!(
-            "{} already holds checkpoints of a run; add --resume to continue it, or choose another output.dir",
-            out_dir.display()
-        );
+    let mut latest = None;
+    if writer {
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("cannot create output dir {}", out_dir.display()))?;
+        latest = checkpoint::latest(&out_dir)?;
+        if !resume && latest.is_some() {
+            bail!(
+                "{} already holds checkpoints of a run; add --resume to continue it, or choose another output.dir",
+                out_dir.display()
+            );
+        }
+        std::fs::write(
+            out_dir.join("recipe.toml"),
+            toml::to_string_pretty(&recipe)?,
+        )?;
     }
-    std::fs::write(
-        out_dir.join("recipe.toml"),
-        toml::to_string_pretty(&recipe)?,
-    )?;
-    let device = runtime::parse_device(&recipe.model.device)?;
     let kind = runtime::parse_dtype(&recipe.model.dtype)?;
     let t = &recipe.train;
     tch::manual_seed(t.seed as i64);
@@ -112,8 +153,12 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     if let Some(epochs) = t.epochs {
         stream = stream.with_epochs(epochs.ceil() as u32);
     }
+    // One step takes `world × grad_accum` micro-batches of the one stream (see dist::feed).
+    let step_micro_batches = replicas.world.size * t.grad_accum;
     let total_steps = match t.steps {
         Some(steps) => steps,
+        // Counting reads all the data: rank 0 does, and tells the others below.
+        None if !writer => 0,
         None => {
             let per_epoch = BatchStream::count_batches(
                 &recipe.data,
@@ -124,15 +169,15 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
                 shared(&encoder),
             )?;
             let micro = (per_epoch as f64 * t.epochs.unwrap_or(1.0)).ceil() as u64;
-            micro.div_ceil(t.grad_accum as u64).max(1)
+            micro.div_ceil(step_micro_batches as u64).max(1)
         }
     };
-    let warmup = optim::warmup_steps(t.warmup, total_steps);
 
     // ── model + adapter ────────────────────────────────────────────────────────────────
-    let mut lm = model::load(&model_dir, kind, device)?;
-    let adapter_cfg = attach_adapter(&mut lm, &recipe)?;
-    let objective = Objective::new(&recipe, &mut lm, &encoder)?;
+    let m = &recipe.model;
+    let mut lm = model::load_with(&model_dir, kind, device, m.quantize, &m.quantize_skip)?;
+    let adapter_cfg = attach_adapter(&mut lm, &recipe, &model_dir)?;
+    let objective = Objective::new(&recipe, &mut lm, &encoder, replicas)?;
     let adapted = lm
         .linears_mut()
         .iter()
@@ -149,40 +194,72 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
     let mut state = TrainState::default();
     if let Some(ckpt) = &latest {
         state = checkpoint::restore(ckpt, &mut lm, &mut opt, &mut stream)?;
+        dist::check_resume_world(
+            (state.world, state.grad_accum),
+            (replicas.world.size, t.grad_accum),
+        )?;
         tracing::info!("resumed from {} (step {})", ckpt.display(), state.step);
     }
-    let mut metrics = metrics_file(&out_dir, state.step)?;
+    (state.world, state.grad_accum) = (replicas.world.size, t.grad_accum);
+    let mut metrics: Box<dyn Write> = if writer {
+        Box::new(metrics_file(&out_dir, state.step)?)
+    } else {
+        Box::new(std::io::sink())
+    };
+    // Every rank is set up: the first collective. Rank 0's adapter, optimizer state and
+    // counters (fresh or resumed) become every rank's.
+    replicas.ready()?;
+    let mut counters = [state.step as i64, opt.step as i64, total_steps as i64];
+    replicas.broadcast_i64(&mut counters, "the run's counters")?;
+    (state.step, opt.step) = (counters[0] as u64, counters[1] as u64);
+    let total_steps = counters[2] as u64;
+    replicas.broadcast_all(
+        &[params.values(), &opt.exp_avg, &opt.exp_avg_sq],
+        "the adapter and optimizer state",
+    )?;
+    let warmup = optim::warmup_steps(t.warmup, total_steps);
 
+    let held_out = HeldOut::new(&recipe, encoder.clone());
     let has_eval = BatchStream::has_eval(&recipe.data);
     if state.step == 0 && has_eval {
-        state.eval_before = Some(objective.evaluate(&mut lm, &recipe, &encoder)?.loss);
+        let scores = objective
+            .evaluate(&mut lm, &held_out, replicas, &recipe, &encoder)?
+            .scores;
+        state.eval_before = Some(scores.loss);
+        state.held_out_before = Some(scores);
     }
 
     // ── the loop ───────────────────────────────────────────────────────────────────────
     let stop_at = stop_after.map(|n| state.step + n);
-    let bar = progress_bar(total_steps, state.step);
+    let bar = progress_bar(total_steps, state.step, writer);
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
+    let mut last_eval = None;
     while state.step < total_steps {
         let step_start = Instant::now();
-        let mut micro_batches = Vec::with_capacity(t.grad_accum);
-        for _ in 0..t.grad_accum {
-            match stream.next_batch(t.micro_batch)? {
-                Some(batch) => micro_batches.push(batch),
-                None => break,
-            }
-        }
-        if micro_batches.is_empty() {
+        replicas.at_step(state.step);
+        let feed = dist::feed::next_step(
+            replicas,
+            &mut stream,
+            t.micro_batch,
+            t.grad_accum,
+            trained_targets,
+        )?;
+        let Some(share) = feed else {
             tracing::info!("the data is exhausted after {} steps", state.step);
             break;
-        }
-        let outcome = objective.step(
+        };
+        let (outcome, sums) = objective.step(
             &mut lm,
-            &micro_batches,
+            replicas,
+            &share,
+            params.grads(),
+            stop.load(Ordering::SeqCst),
             t.seed,
             state.step,
             t.activation_checkpointing,
         )?;
+        let interrupted = sums.stop;
         let (loss, step_tokens) = (outcome.loss, outcome.tokens);
         let mut objective_metrics = outcome.metrics;
         let grad_norm = optim::clip_grad_norm(&mut params, t.max_grad_norm);
@@ -197,7 +274,7 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         let lr = optim::learning_rate(t.schedule, t.lr, state.step, total_steps, warmup);
         opt.update(&mut params, lr);
         params.zero_grads();
-        if state.losses.len() >= 20 {
+        if writer && state.losses.len() >= 20 {
             let recent = state.losses[state.losses.len() - 20..].iter().sum::<f64>() / 20.0;
             if loss > 2.0 * recent {
                 tracing::warn!(
@@ -211,15 +288,19 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         state.losses.push(loss);
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
 
-        let mut eval_loss = None;
+        let mut eval = None;
         if has_eval
             && t.eval_every > 0
             && (state.step % t.eval_every == 0 || state.step == total_steps)
         {
-            let eval = objective.evaluate(&mut lm, &recipe, &encoder)?;
-            state.evals.push((state.step, eval.loss));
-            eval_loss = Some(eval.loss);
-            objective_metrics.extend(eval.metrics);
+            let evaluation =
+                objective.evaluate(&mut lm, &held_out, replicas, &recipe, &encoder)?;
+            let scores = evaluation.scores;
+            objective_metrics.extend(evaluation.metrics);
+            bar.suspend(|| tracing::info!("step {}: held-out {scores}", state.step));
+            state.evals.push((state.step, scores.loss));
+            last_eval = Some((state.step, scores));
+            eval = Some(scores);
         }
         let line = StepMetrics {
             step: state.step,
@@ -229,7 +310,11 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             tokens: step_tokens,
             tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
             elapsed_s: state.elapsed_s,
-            eval_loss,
+            eval_loss: eval.map(|e| e.loss),
+            eval_bits_per_byte: eval.map(|e| e.bits_per_byte).filter(|b| b.is_finite()),
+            eval_chrf: eval.and_then(|e| e.chrf),
+            eval_bleu: eval.and_then(|e| e.bleu),
+            allreduce_s: sums.allreduce_s,
             objective: objective_metrics,
         };
         writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
@@ -240,10 +325,11 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
             line.tokens_per_s
         ));
 
-        let interrupted = stop.load(Ordering::SeqCst);
         let pause = stop_at == Some(state.step) && state.step < total_steps;
-        if (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0) || interrupted || pause
-        {
+        let checkpoint_due = (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0)
+            || interrupted
+            || pause;
+        if writer && checkpoint_due {
             checkpoint::save(
                 &out_dir,
                 &mut lm,
@@ -268,29 +354,41 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
                 wall_s: state.elapsed_s,
                 eval_loss_before: None,
                 eval_loss_after: None,
+                eval_before: None,
+                eval_after: None,
                 finished: false,
+                writer,
             });
         }
     }
     bar.finish_and_clear();
 
     // ── save ───────────────────────────────────────────────────────────────────────────
-    let eval_loss_after = if has_eval {
-        Some(objective.evaluate(&mut lm, &recipe, &encoder)?.loss)
-    } else {
-        None
+    // The last step's eval, when it had one, is the eval after training.
+    let eval_after = match last_eval {
+        Some((step, scores)) if step == state.step => Some(scores),
+        _ if has_eval => Some(
+            objective
+                .evaluate(&mut lm, &held_out, replicas, &recipe, &encoder)?
+                .scores,
+        ),
+        _ => None,
     };
-    checkpoint::save(
-        &out_dir,
-        &mut lm,
-        &adapter_cfg,
-        &opt,
-        &stream,
-        &state,
-        t.keep_checkpoints,
-    )?;
-    adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
-    plot::loss_curve(&out_dir.join("loss.png"), &state.losses, &state.evals)?;
+    let eval_loss_after = eval_after.map(|e| e.loss);
+    if writer {
+        checkpoint::save(
+            &out_dir,
+            &mut lm,
+            &adapter_cfg,
+            &opt,
+            &stream,
+            &state,
+            t.keep_checkpoints,
+        )?;
+        adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
+        let curves = plot::Curves::of_run(&out_dir, state.held_out_before.as_ref())?;
+        plot::write_training_plot(&out_dir, &curves)?;
+    }
     Ok(Summary {
         out_dir,
         steps: state.step,
@@ -298,7 +396,10 @@ pub fn run(recipe: Recipe, control: RunControl) -> Result<Summary> {
         wall_s: state.elapsed_s,
         eval_loss_before: state.eval_before,
         eval_loss_after,
+        eval_before: state.held_out_before,
+        eval_after,
         finished: true,
+        writer,
     })
 }
 
@@ -311,9 +412,12 @@ fn shared(
 }
 
 /// A fresh adapter from `[lora]`, or the PEFT adapter `lora.from` names (its own r/alpha/targets).
-fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe) -> Result<AdapterConfig> {
+fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe, model_dir: &Path) -> Result<AdapterConfig> {
     let l = &recipe.lora;
     if !l.from.is_empty() {
+        if l.trainable_tokens != Default::default() {
+            bail!("set lora.trainable_tokens or lora.from, not both: the adapter in lora.from brings its own");
+        }
         let cfg = adapter::load(lm, Path::new(&l.from))
             .with_context(|| format!("loading lora.from = {}", l.from))?;
         return Ok(AdapterConfig {
@@ -338,8 +442,10 @@ fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe) -> Result<AdapterConfig> {
         rank_pattern: Default::default(),
         alpha_pattern: Default::default(),
         init_lora_weights: None,
+        trainable_token_indices: None,
     };
     adapter::attach_new(lm, &cfg, l.init)?;
+    crate::vocab::trainable_tokens::attach(lm, &l.trainable_tokens, model_dir)?;
     Ok(cfg)
 }
 
@@ -355,6 +461,9 @@ pub fn trainable_params(lm: &mut CausalLm) -> Vec<Tensor> {
             }
         }
     }
+    if let Some(tokens) = &lm.trainable_tokens {
+        params.extend(tokens.params());
+    }
     params
 }
 
@@ -369,17 +478,33 @@ pub fn accumulate_gradients(
     checkpointing: bool,
 ) -> Result<(f64, i64)> {
     let step_tokens: i64 = micro_batches.iter().map(trained_targets).sum();
+    let nll = accumulate_share(lm, micro_batches, 0, step_tokens, seed, step, checkpointing)?;
+    Ok((nll / step_tokens.max(1) as f64, step_tokens))
+}
+
+/// This rank's part of [`accumulate_gradients`]: its micro-batches, the first being number
+/// `first_micro` of the step (dropout seeds follow the step's numbering, whatever the world
+/// size), each loss scaled by the whole step's `step_tokens`. Returns the summed NLL.
+pub fn accumulate_share(
+    lm: &CausalLm,
+    micro_batches: &[Batch],
+    first_micro: u64,
+    step_tokens: i64,
+    seed: u64,
+    step: u64,
+    checkpointing: bool,
+) -> Result<f64> {
     let mut nll = 0.0;
     for (micro, batch) in micro_batches.iter().enumerate() {
         nll += forward_backward(
             lm,
             batch,
             step_tokens,
-            dropout_seed(seed, step, micro as u64),
+            dropout_seed(seed, step, first_micro + micro as u64),
             checkpointing,
         )?;
     }
-    Ok((nll / step_tokens.max(1) as f64, step_tokens))
+    Ok(nll)
 }
 
 /// Targets that carry loss: label t+1 of each row, excluding each document's first token
@@ -420,7 +545,7 @@ fn forward_backward(
     } = batch_tensors(lm, batch);
     let scale = 1.0 / step_tokens.max(1) as f64;
     let nll = forward_backward_with(lm, &input_ids, &positions, seed, checkpointing, |hidden| {
-        let (nll, _) = next_token_nll_sum(hidden, &lm.lm_head, &labels, DEFAULT_CHUNK);
+        let (nll, _) = next_token_nll_sum(hidden, &lm.head(), &labels, DEFAULT_CHUNK);
         (&nll * scale).backward();
         nll.detach()
     });
@@ -476,7 +601,7 @@ pub(crate) fn forward_backward_with<R>(
         for (i, layer) in lm.model.layers.iter().enumerate() {
             block_inputs.push(h.shallow_clone());
             tch::manual_seed(model::decoder::layer_seed(seed, i));
-            h = layer.forward(&h, &ctx.cos, &ctx.sin, &ctx.mask, true, None);
+            h = layer.forward(&h, &ctx, true, None);
         }
         h
     };
@@ -486,9 +611,13 @@ pub(crate) fn forward_backward_with<R>(
     for (i, layer) in lm.model.layers.iter().enumerate().rev() {
         let x = block_inputs[i].detach().set_requires_grad(true);
         tch::manual_seed(model::decoder::layer_seed(seed, i));
-        let out = layer.forward(&x, &ctx.cos, &ctx.sin, &ctx.mask, true, None);
+        let out = layer.forward(&x, &ctx, true, None);
         (out * &grad).sum(Kind::Float).backward();
         grad = x.grad();
+    }
+    // trained token rows sit before the first block: carry the gradient into them
+    if lm.trainable_tokens.is_some() {
+        (lm.embed(input_ids) * &grad).sum(Kind::Float).backward();
     }
     result
 }
@@ -516,7 +645,10 @@ fn metrics_file(out_dir: &Path, step: u64) -> Result<std::fs::File> {
     Ok(file)
 }
 
-fn progress_bar(total: u64, at: u64) -> ProgressBar {
+fn progress_bar(total: u64, at: u64, shown: bool) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("train {bar:30} step {pos}/{len}  {msg}  eta {eta}")

@@ -51,6 +51,16 @@ impl TrainableParams {
         self.values.numel() as i64
     }
 
+    /// The flat gradient buffer (what a data-parallel step all-reduces).
+    pub fn grads(&self) -> &Tensor {
+        &self.grads
+    }
+
+    /// The flat values (what rank 0 broadcasts to the other ranks at the start).
+    pub fn values(&self) -> &Tensor {
+        &self.values
+    }
+
     pub fn zero_grads(&mut self) {
         let _ = self.grads.zero_();
     }

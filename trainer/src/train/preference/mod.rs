@@ -138,7 +138,7 @@ impl Preference {
                 |hidden| {
                     let targets = TargetLogProbs::compute(
                         hidden,
-                        &lm.lm_head,
+                        &lm.head(),
                         &pairs.targets(self),
                         DEFAULT_CHUNK,
                     );
@@ -178,7 +178,7 @@ impl Preference {
             let t = &pairs.tensors;
             let hidden = lm.hidden_states(&t.input_ids, &t.positions);
             let targets =
-                TargetLogProbs::compute(&hidden, &lm.lm_head, &pairs.targets(self), DEFAULT_CHUNK);
+                TargetLogProbs::compute(&hidden, &lm.head(), &pairs.targets(self), DEFAULT_CHUNK);
             tally.add(self.loss(
                 &PairLogProbs::new(&targets, &pairs, false),
                 reference.as_ref(),

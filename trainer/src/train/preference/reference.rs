@@ -120,7 +120,7 @@ impl Reference {
         } = crate::train::batch_tensors(lm, batch);
         let sums = self.with_adapters(lm, |lm| {
             let hidden = lm.hidden_states(&input_ids, &positions);
-            let targets = TargetLogProbs::compute(&hidden, &lm.lm_head, &labels, DEFAULT_CHUNK);
+            let targets = TargetLogProbs::compute(&hidden, &lm.head(), &labels, DEFAULT_CHUNK);
             completion_sums(&targets.values, &targets.rows, None, batch.rows as i64)
         });
         Ok(Vec::try_from(sums.view([-1]))?)
