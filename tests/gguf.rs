@@ -430,17 +430,17 @@ fn tensor_type_loam_cannot_dequantize_is_named() {
 }
 
 #[test]
-fn export_of_an_unsupported_family_or_type_is_a_clear_error() {
+fn export_of_a_4bit_model_or_an_unknown_type_is_a_clear_error() {
     let dir = temp_dir("export-bad");
     let res = loam(&[
         "gguf",
         "export",
         "--model",
-        s(&model("qwen3")),
+        s(&fixtures().join("qlora/models/llama-gqa-bnb-nf4")),
         "--out",
-        s(&dir.join("q3.gguf")),
+        s(&dir.join("nf4.gguf")),
     ]);
-    assert_clean_failure(&res, &["Qwen3ForCausalLM", "Llama, Mistral and Qwen2"]);
+    assert_clean_failure(&res, &["bitsandbytes 4-bit", "--onto-dequantized"]);
     let res = loam(&[
         "gguf",
         "export",
