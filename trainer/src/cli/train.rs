@@ -94,10 +94,13 @@ fn held_out_lines(before: Option<HeldOutScores>, after: Option<HeldOutScores>) -
     let (Some(b), Some(a)) = (before, after) else {
         return String::new();
     };
-    let mut lines = format!(
-        "eval bits/byte {:.4} → {:.4}\n",
-        b.bits_per_byte, a.bits_per_byte
-    );
+    let mut lines = String::new();
+    if b.bits_per_byte.is_finite() && a.bits_per_byte.is_finite() {
+        lines = format!(
+            "eval bits/byte {:.4} → {:.4}\n",
+            b.bits_per_byte, a.bits_per_byte
+        );
+    }
     for (name, b, a) in [("chrF++", b.chrf, a.chrf), ("BLEU", b.bleu, a.bleu)] {
         if let (Some(b), Some(a)) = (b, a) {
             lines.push_str(&format!("eval {name} {b:.2} → {a:.2}\n"));

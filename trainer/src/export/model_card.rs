@@ -334,8 +334,8 @@ fn held_out_lines(
     let rows = [
         (
             "bits per byte",
-            before.map(|b| b.bits_per_byte),
-            Some(after.bits_per_byte),
+            before.map(|b| b.bits_per_byte).filter(|b| b.is_finite()),
+            Some(after.bits_per_byte).filter(|b| b.is_finite()),
             4,
         ),
         ("chrF++", before.and_then(|b| b.chrf), after.chrf, 2),

@@ -6,6 +6,8 @@
 use super::decoder::Linear;
 use tch::Tensor;
 
+// One per layer: the size difference costs nothing worth an indirection per projection.
+#[allow(clippy::large_enum_variant)]
 pub enum QkvProj {
     Separate {
         q_proj: Linear,

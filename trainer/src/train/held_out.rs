@@ -19,6 +19,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeldOutScores {
     pub loss: f64,
+    /// NaN for a preference objective (a pair's loss is no per-token NLL), saved as null.
+    #[serde(deserialize_with = "nan_if_null")]
     pub bits_per_byte: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chrf: Option<f64>,
@@ -37,14 +39,17 @@ impl From<&EvalResult> for HeldOutScores {
     }
 }
 
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// `loss 2.3456  bits/byte 1.2345  chrF++ 41.20  BLEU 12.30`, as the training log shows it.
 impl std::fmt::Display for HeldOutScores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "loss {:.4}  bits/byte {:.4}",
-            self.loss, self.bits_per_byte
-        )?;
+        write!(f, "loss {:.4}", self.loss)?;
+        if self.bits_per_byte.is_finite() {
+            write!(f, "  bits/byte {:.4}", self.bits_per_byte)?;
+        }
         if let Some(chrf) = self.chrf {
             write!(f, "  chrF++ {chrf:.2}")?;
         }

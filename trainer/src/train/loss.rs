@@ -121,9 +121,8 @@ impl TargetLogProbs {
             positions,
             states,
             nll_grads: with_grad.then(|| Tensor::cat(&grads, 0).to_kind(Kind::Float)),
-            row_grads: trained_rows.map(|(_, values)| {
-                (values.shallow_clone(), Tensor::cat(&row_grads, 0))
-            }),
+            row_grads: trained_rows
+                .map(|(_, values)| (values.shallow_clone(), Tensor::cat(&row_grads, 0))),
         }
     }
 

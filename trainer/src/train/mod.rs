@@ -293,8 +293,7 @@ fn run_replica(
             && t.eval_every > 0
             && (state.step % t.eval_every == 0 || state.step == total_steps)
         {
-            let evaluation =
-                objective.evaluate(&mut lm, &held_out, replicas, &recipe, &encoder)?;
+            let evaluation = objective.evaluate(&mut lm, &held_out, replicas, &recipe, &encoder)?;
             let scores = evaluation.scores;
             objective_metrics.extend(evaluation.metrics);
             bar.suspend(|| tracing::info!("step {}: held-out {scores}", state.step));

@@ -46,11 +46,13 @@ impl Objective {
     ) -> Result<Objective> {
         Ok(match recipe.train.objective {
             ObjectiveKind::Sft => Objective::Sft,
-            ObjectiveKind::Dpo | ObjectiveKind::Orpo if replicas.world.size > 1 => bail!(
+            ObjectiveKind::Dpo | ObjectiveKind::Orpo if replicas.world.size > 1 => {
+                bail!(
                 "train.objective = \"{}\" runs in one process: data-parallel preference tuning \
                  is not supported yet; start loam without torchrun",
                 if recipe.train.objective == ObjectiveKind::Dpo { "dpo" } else { "orpo" }
-            ),
+            )
+            }
             ObjectiveKind::Dpo | ObjectiveKind::Orpo => {
                 Objective::Preference(Preference::new(recipe, lm, shared(encoder))?)
             }

@@ -247,7 +247,7 @@ pub(crate) struct PairBatch<'a> {
 
 impl<'a> PairBatch<'a> {
     fn new(lm: &CausalLm, batch: &'a Batch) -> Result<PairBatch<'a>> {
-        if batch.rows % 2 != 0 {
+        if !batch.rows.is_multiple_of(2) {
             bail!(
                 "a batch of preference pairs has an odd number of rows ({})",
                 batch.rows
