@@ -22,7 +22,3 @@ if [ -z "${LIBTORCH:-}" ]; then
   done
 fi
 true
-
-# LEAD (temporary, do not commit): 7 engineers share 2 cores; libgomp spin-waiting made
-# every libtorch op 3x slower and 3x costlier under this load. Passive waits while we share.
-export OMP_WAIT_POLICY=PASSIVE
