@@ -362,7 +362,9 @@ impl Encode for Encoder {
 /// By prefix rendering, turn i lies in `render(messages[..=i])` after `render(messages[..i])`
 /// and after the generation prompt (what `add_generation_prompt` adds; searched for, since a
 /// template may put a default system prompt before the first turn), and ends where that
-/// rendering ends, less the whitespace the template puts between turns.
+/// rendering ends, less the whitespace the template puts between turns. What a template
+/// writes after a finished conversation in place of the generation prompt (Phi-3's EOS) is
+/// taken off each rendering first: it belongs to no turn.
 pub fn assistant_spans(
     template: &ChatTemplate,
     messages: &[Message],
@@ -391,6 +393,15 @@ pub fn assistant_spans(
             .map(|(text, _)| text)
     };
     let full = render(messages.len(), false)?;
+    let ending = match render(messages.len(), true) {
+        Ok(with_prompt) => full[template.divergence(&full, &with_prompt)..].to_string(),
+        Err(_) => String::new(),
+    };
+    let without_ending = |text: String| match text.strip_suffix(ending.as_str()) {
+        Some(body) => body.to_string(),
+        None => text,
+    };
+    let full_body = without_ending(full.clone());
     let cannot_locate = |i: usize, why: &str| {
         anyhow::anyhow!(
             "chat template {}: {why}, so assistant turn {i} cannot be located; use train_on = \
@@ -403,14 +414,12 @@ pub fn assistant_spans(
         if m.role != "assistant" {
             continue;
         }
-        let rendered_upto;
         let upto = if i + 1 == messages.len() {
-            full.as_str()
+            full_body.clone()
         } else {
-            rendered_upto = render(i + 1, false)?;
-            rendered_upto.as_str()
+            without_ending(render(i + 1, false)?)
         };
-        if !full.starts_with(upto) {
+        if !full_body.starts_with(&upto) {
             return Err(cannot_locate(
                 i,
                 "rendering the conversation up to this turn is not a prefix of rendering all of \
@@ -421,7 +430,7 @@ pub fn assistant_spans(
         let (base, prompt) = if i == 0 {
             (String::new(), None)
         } else {
-            let base = render(i, false)?;
+            let base = without_ending(render(i, false)?);
             let prompt = match render(i, true) {
                 Ok(with) => with.strip_prefix(base.as_str()).map(str::to_string),
                 Err(_) => None,
@@ -458,10 +467,7 @@ fn probe_generation_prompt(template: &ChatTemplate) -> String {
         template.render(&probe, true),
         template.render(&probe, false),
     ) {
-        (Ok(with), Ok(without)) => with
-            .strip_prefix(without.as_str())
-            .unwrap_or_default()
-            .to_string(),
+        (Ok(with), Ok(without)) => with[template.divergence(&without, &with)..].to_string(),
         _ => String::new(),
     }
 }

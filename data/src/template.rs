@@ -172,6 +172,37 @@ impl ChatTemplate {
         self.render_prefix(&conversation, messages.len(), add_generation_prompt)
     }
 
+    /// The byte offset where two renderings of a conversation part: the end of their common
+    /// prefix, moved back to the start of any named special token it would cut (Phi-3's
+    /// `<|endoftext|>` and `<|assistant|>` share their first two characters).
+    pub fn divergence(&self, a: &str, b: &str) -> usize {
+        let mut at = a
+            .char_indices()
+            .zip(b.chars())
+            .find(|((_, x), y)| x != y)
+            .map_or(a.len().min(b.len()), |((i, _), _)| i);
+        let tokens: Vec<&str> = self
+            .special_tokens
+            .values()
+            .filter_map(|v| v.as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let cut_token_start = |at: usize| {
+            [a, b].into_iter().find_map(|text| {
+                tokens.iter().find_map(|t| {
+                    let from = at.saturating_sub(t.len() - 1);
+                    let from = (from..at).find(|&i| text.is_char_boundary(i))?;
+                    let p = from + text.get(from..)?.find(t)?;
+                    (p < at).then_some(p)
+                })
+            })
+        };
+        while let Some(p) = cut_token_start(at) {
+            at = p;
+        }
+        at
+    }
+
     /// `messages`, checked and converted for rendering (see [`ChatTemplate::render_prefix`]).
     pub fn conversation(&self, messages: &[Message]) -> Result<Conversation> {
         if messages

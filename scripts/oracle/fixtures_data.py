@@ -14,8 +14,10 @@ Writes DIR/templates/:
                      llama3-base-eos (generation stops only on <|end_of_text|>), qwen25
                      (template as a list of named templates), qwen3 (reasoning shown only
                      after the last user turn), mistral (chat_template.jinja, BOS from the
-                     post-processor), chatml-generation ({% generation %} markers), features
-                     (Python string methods, tojson, namespace, loop controls)
+                     post-processor), gemma, gemma3, phi3 (EOS after the conversation),
+                     phi4, chatml-generation and phi3-generation ({% generation %} markers
+                     on chatml's and phi3's renderings), features (Python string methods,
+                     tojson, namespace, loop controls)
   expected_text.json {"tokenizers": {name: {special_tokens_map, bos/eos/pad_token_id,
                      vocab_size}}, "texts": {name: [{text, input_ids (tokenizer(text)),
                      input_ids_no_special, text_row (+EOS unless already last), decoded}]}}
@@ -23,7 +25,7 @@ Writes DIR/templates/:
                      template's exception) or rendered, rendered_generation_prompt,
                      input_ids (apply_chat_template(tokenize=True)), and either mask_error
                      or assistant_mask / last_assistant_mask (0/1 per token, by prefix
-                     rendering) and, for chatml-generation, hf_assistant_mask
+                     rendering) and, for the *-generation templates, hf_assistant_mask
                      (return_assistant_tokens_mask=True)}]}
 
 Idempotent: DIR/data.stamp holds a hash of this file, common.py, SmolLM2's tokenizer files
@@ -336,6 +338,23 @@ PHI3 = """{%- for message in messages %}
 {%- if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}
 """
 
+# Phi-3 with transformers' {% generation %} markers around each reply and its <|end|>;
+# renders exactly like PHI3 (checked below), so its masks check prefix rendering where a
+# template closes the conversation with EOS.
+PHI3_GENERATION = """{%- for message in messages %}
+    {%- if message['role'] == 'system' and message['content'] %}
+        {{- '<|system|>\n' + message['content'] + '<|end|>\n' }}
+    {%- elif message['role'] == 'user' %}
+        {{- '<|user|>\n' + message['content'] + '<|end|>\n' }}
+    {%- elif message['role'] == 'assistant' %}
+        {{- '<|assistant|>\n' }}
+        {%- generation %}{{- message['content'] + '<|end|>' }}{%- endgeneration %}
+        {{- '\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}
+"""
+
 # Phi-4-mini: role tags glued to the content, a system message may carry tools.
 PHI4 = """{%- for message in messages %}
     {%- if message['role'] == 'system' and 'tools' in message and message['tools'] is not none %}
@@ -351,7 +370,7 @@ PHI4 = """{%- for message in messages %}
 def family_dirs():
     """name -> (tokens to add, tokenizer_config overrides, template placement, template,
     post-processor (None = keep SmolLM2's), generation eos tokens)."""
-    return {
+    dirs = {
         "chatml": dict(
             add=[], config={}, template=None, placement="copy", bos_post=False,
             gen_eos=["<|im_end|>"],
@@ -440,6 +459,9 @@ def family_dirs():
             gen_eos=["<|im_end|>"],
         ),
     }
+    dirs["phi3-generation"] = dict(dirs["phi3"], template=PHI3_GENERATION,
+                                   placement="jinja_file")
+    return dirs
 
 
 # ---------------------------------------------------------------------------------------
@@ -495,15 +517,44 @@ def write_tokenizer_dir(smol: Path, dst: Path, spec: dict) -> None:
     common.write_json(dst / "generation_config.json", gen)
 
 
+def divergence(tokenizer, a: str, b: str) -> int:
+    """Where two renderings part: the end of their common prefix, moved back to the start of
+    a named special token it would cut (Phi-3's <|endoftext|> and <|assistant|> share "<|")."""
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    names = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
+             "mask_token")
+    tokens = [t for t in (getattr(tokenizer, n) for n in names) if t]
+    moved = True
+    while moved:
+        moved = False
+        for text in (a, b):
+            for t in tokens:
+                p = text.find(t, max(at - len(t) + 1, 0))
+                if 0 <= p < at:
+                    at, moved = p, True
+    return at
+
+
 def prefix_spans(tokenizer, messages: list[dict]) -> list[tuple[int, int]]:
     """Character spans of each assistant turn (content + end-of-turn marker), found by
     rendering prefixes of the conversation. Turn i lies in render(messages[:i+1]) after
     render(messages[:i]) and after the generation prompt (what add_generation_prompt adds,
     searched for there since a template may put a default system prompt first); it ends
-    where render(messages[:i+1]) ends, less the whitespace the template puts between turns."""
+    where render(messages[:i+1]) ends, less the whitespace the template puts between turns.
+    What a template writes after a finished conversation in place of the generation prompt
+    (Phi-3's EOS) is taken off each rendering first: it belongs to no turn."""
 
     def render(msgs, gen):
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    full = render(messages, False)
+    try:
+        ending = full[divergence(tokenizer, full, render(messages, True)):]
+    except Exception:  # noqa: BLE001 - a template that refuses a generation prompt here
+        ending = ""
+
+    def body(text):
+        return text[: len(text) - len(ending)] if ending and text.endswith(ending) else text
 
     def generation_prompt(before):
         for msgs in (before, [{"role": "user", "content": "x"}]):
@@ -513,19 +564,22 @@ def prefix_spans(tokenizer, messages: list[dict]) -> list[tuple[int, int]]:
                 with_gp, without = render(msgs, True), render(msgs, False)
             except Exception:  # noqa: BLE001 - e.g. an empty conversation
                 continue
-            if with_gp.startswith(without):
-                return with_gp[len(without):]
+            if msgs is before:
+                if with_gp.startswith(body(without)):
+                    return with_gp[len(body(without)):]
+            else:
+                return with_gp[divergence(tokenizer, without, with_gp):]
         return ""
 
-    full = render(messages, False)
+    full_body = body(full)
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        upto = render(messages[: i + 1], False)
-        assert full.startswith(upto), "template rewrites earlier turns"
+        upto = body(render(messages[: i + 1], False))
+        assert full_body.startswith(upto), "template rewrites earlier turns"
         # Nothing precedes turn 0 (templates that read messages[0] fail on no messages).
-        base = render(messages[:i], False) if i > 0 else ""
+        base = body(render(messages[:i], False)) if i > 0 else ""
         assert upto.startswith(base), "turn is not appended to the previous ones"
         start = len(base)
         gp = generation_prompt(messages[:i] if i > 0 else None)
@@ -569,7 +623,7 @@ def chat_cases(tokenizer, name: str) -> list[dict]:
             continue
         case["assistant_mask"] = mask_from_spans(enc["offset_mapping"], spans)
         case["last_assistant_mask"] = mask_from_spans(enc["offset_mapping"], spans[-1:])
-        if name == "chatml-generation":
+        if name.endswith("-generation"):
             hf = tokenizer.apply_chat_template(
                 messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
             assert list(hf["input_ids"]) == ids
@@ -616,15 +670,19 @@ def build(out_dir: Path, tmp: Path) -> None:
         expected_chat.extend(chat_cases(tokenizer, name))
         log(f"expectations for {name}")
 
-    # The generation-marker template must render like SmolLM2's own wherever a system
-    # message comes first (its default system text is the same too).
-    gen_cases = {c["conversation"]: c for c in expected_chat if c["template"] == "chatml-generation"}
-    for c in expected_chat:
-        if c["template"] == "chatml" and "rendered" in c:
+    # Each generation-marker template renders like the template it marks up, and prefix
+    # rendering finds exactly what transformers' generation markers mark.
+    for plain, marked in (("chatml", "chatml-generation"), ("phi3", "phi3-generation")):
+        gen_cases = {c["conversation"]: c for c in expected_chat if c["template"] == marked}
+        for c in expected_chat:
+            if c["template"] != plain or "rendered" not in c:
+                continue
             g = gen_cases[c["conversation"]]
-            assert g["rendered"] == c["rendered"], (c["conversation"], g["rendered"], c["rendered"])
-            # Prefix rendering finds exactly what transformers' generation markers mark.
-            assert g["assistant_mask"] == g["hf_assistant_mask"], c["conversation"]
+            assert g["rendered"] == c["rendered"], (marked, c["conversation"], g["rendered"],
+                                                    c["rendered"])
+            assert g["assistant_mask"] == g["hf_assistant_mask"], (marked, c["conversation"])
+            if plain == "phi3":
+                assert c["assistant_mask"] == g["hf_assistant_mask"], c["conversation"]
 
     common.write_json(tmp / "expected_text.json", {
         "generated_by": "scripts/oracle/fixtures_data.py",
