@@ -152,15 +152,7 @@ impl Lora {
         };
         let x_a = x_d.linear::<Tensor>(&self.a.to_kind(kind), None);
         let Some(magnitude) = &self.magnitude else {
-            // `W x + b + (s·B)(A x)` with the sum done inside one matmul (addmm), and s
-            // folded into the small B: no extra pass over the `[tokens, out]` output.
-            let b_scaled = (&self.b * self.scale).to_kind(kind);
-            let shape = base_out.size();
-            let (out_features, rank) = (shape[shape.len() - 1], self.rank());
-            return base_out
-                .view([-1, out_features])
-                .addmm(&x_a.view([-1, rank]), &b_scaled.tr())
-                .view(shape.as_slice());
+            return self.add_low_rank(base_out, &x_a);
         };
         let lora_out = x_a.linear::<Tensor>(&self.b.to_kind(kind), None);
         let norm = self.row_norm(weight).detach();
@@ -176,6 +168,24 @@ impl Lora {
         };
         let delta = (&mag_scale - 1.0) * wx + mag_scale * lora_out * self.scale;
         base_out + delta
+    }
+
+    /// Plain LoRA without active dropout: its output is `W x + b + s·B (A x)`, so linears
+    /// reading the same input can share the A projection (see [`Lora::add_low_rank`]).
+    pub fn is_plain_at(&self, train: bool) -> bool {
+        self.magnitude.is_none() && !(train && self.dropout > 0.0)
+    }
+
+    /// `base_out + s·B x_a` for `x_a = A x` (compute dtype), the sum done inside one matmul
+    /// (addmm) and s folded into the small B: no extra pass over the `[tokens, out]` output.
+    pub fn add_low_rank(&self, base_out: Tensor, x_a: &Tensor) -> Tensor {
+        let b_scaled = (&self.b * self.scale).to_kind(base_out.kind());
+        let shape = base_out.size();
+        let (out_features, rank) = (shape[shape.len() - 1], self.rank());
+        base_out
+            .view([-1, out_features])
+            .addmm(&x_a.reshape([-1, rank]), &b_scaled.tr())
+            .view(shape.as_slice())
     }
 
     /// `‖W + s·B A‖` over each output row, in f32.

@@ -105,6 +105,25 @@ pub fn parse_dtype(s: &str) -> Result<Kind> {
     })
 }
 
+/// What to say when `kind` is bf16 on a CPU without native bf16 arithmetic (AVX-512 BF16 or
+/// AMX): libtorch's bf16 matmul is then a scalar loop, tens of times slower than f32.
+pub fn slow_dtype_warning(kind: Kind, device: Device) -> Option<String> {
+    if kind != Kind::BFloat16 || device != Device::Cpu || !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags"))?;
+    let native = flags
+        .split_whitespace()
+        .any(|f| f == "avx512_bf16" || f == "amx_bf16");
+    (!native).then(|| {
+        "model.dtype = \"bf16\" on a CPU without native bf16 (AVX-512 BF16 or AMX): \
+         libtorch's bf16 matmul is a scalar loop here, about 30x slower than f32; set \
+         model.dtype = \"f32\" to train faster on this machine (peak memory roughly doubles)"
+            .to_string()
+    })
+}
+
 /// Name of a compute dtype as the CLI and recipes spell it.
 pub fn dtype_name(kind: Kind) -> &'static str {
     match kind {

@@ -188,6 +188,10 @@ fn run_replica(
         "{} trainable adapter parameters on {adapted} linears",
         params.numel()
     );
+    // Said once everything is checked, so that a refused run still gets one error alone.
+    if let Some(warning) = runtime::slow_dtype_warning(kind, device).filter(|_| writer) {
+        tracing::warn!("{warning}");
+    }
 
     // ── optimizer, and the state a resume restores ─────────────────────────────────────
     let mut opt = AdamW::new(&params, t.weight_decay);
