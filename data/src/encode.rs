@@ -397,11 +397,28 @@ pub fn assistant_spans(
         Ok(with_prompt) => full[template.divergence(&full, &with_prompt)..].to_string(),
         Err(_) => String::new(),
     };
-    let without_ending = |text: String| match text.strip_suffix(ending.as_str()) {
+    // A template whose generation prompt changes more than the end renders no such ending:
+    // where the turns cannot be found without it, they are looked for with it left on.
+    let spans = match locate_turns(template, messages, &render, &full, &ending) {
+        Err(_) if !ending.is_empty() => locate_turns(template, messages, &render, &full, ""),
+        found => found,
+    }?;
+    Ok((full, spans))
+}
+
+/// The spans of [`assistant_spans`] by prefix rendering, `ending` taken off each rendering.
+fn locate_turns(
+    template: &ChatTemplate,
+    messages: &[Message],
+    render: &dyn Fn(usize, bool) -> Result<String>,
+    full: &str,
+    ending: &str,
+) -> Result<Vec<Range<usize>>> {
+    let without_ending = |text: String| match text.strip_suffix(ending) {
         Some(body) => body.to_string(),
         None => text,
     };
-    let full_body = without_ending(full.clone());
+    let full_body = without_ending(full.to_string());
     let cannot_locate = |i: usize, why: &str| {
         anyhow::anyhow!(
             "chat template {}: {why}, so assistant turn {i} cannot be located; use train_on = \
@@ -453,7 +470,7 @@ pub fn assistant_spans(
         let end = upto.trim_end().len().max(start);
         spans.push(start..end);
     }
-    Ok((full, spans))
+    Ok(spans)
 }
 
 /// What `add_generation_prompt` appends to a one-message conversation (for turns whose
@@ -855,6 +872,46 @@ mod tests {
 mod recipe_template_tests {
     use super::*;
     use crate::testutil::word_tokenizer;
+
+    fn spans_of(template: &str, eos: &str) -> Vec<String> {
+        let tokens = [("eos_token".to_string(), eos.to_string())].into();
+        let source = crate::tokenize::TemplateSource {
+            origin: "test".into(),
+            text: template.into(),
+        };
+        let template = ChatTemplate::new(&source, &tokens).unwrap();
+        let msg = |role: &str, content: &str| Message {
+            role: role.into(),
+            content: content.into(),
+        };
+        let messages = [
+            msg("user", "a"),
+            msg("assistant", "b"),
+            msg("user", "c"),
+            msg("assistant", "d"),
+        ];
+        let (text, spans) =
+            assistant_spans(&template, &messages, SpanMethod::PrefixRendering).unwrap();
+        spans.into_iter().map(|r| text[r].to_string()).collect()
+    }
+
+    #[test]
+    fn an_ending_in_place_of_the_generation_prompt_is_in_no_turn() {
+        // Phi-3's shape: EOS closes the conversation unless a reply is asked for, and the
+        // EOS and the prompt share their first characters.
+        let phi = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}\
+                   {% if add_generation_prompt %}<|assistant|>{% else %}{{ eos_token }}{% endif %}";
+        assert_eq!(spans_of(phi, "<|endoftext|>"), ["b<|end|>", "d<|end|>"]);
+        // A generation prompt that changes the start too: no ending, and the turns are found
+        // as without one (the prompt cannot be told apart there, so the role tag stays in).
+        let odd = "{% if add_generation_prompt %}GEN {% endif %}{% for m in messages %}\
+                   [{{ m.role }}] {{ m.content }} END {% endfor %}\
+                   {% if add_generation_prompt %}[assistant] {% endif %}";
+        assert_eq!(
+            spans_of(odd, "</s>"),
+            ["[assistant] b END", "[assistant] d END"]
+        );
+    }
 
     fn chat() -> Sample {
         let msg = |role: &str, content: &str| Message {

@@ -552,6 +552,17 @@ def prefix_spans(tokenizer, messages: list[dict]) -> list[tuple[int, int]]:
         ending = full[divergence(tokenizer, full, render(messages, True)):]
     except Exception:  # noqa: BLE001 - a template that refuses a generation prompt here
         ending = ""
+    try:
+        return locate_turns(tokenizer, messages, render, full, ending)
+    except AssertionError:
+        # A template whose generation prompt changes more than the end has no such ending.
+        if not ending:
+            raise
+        return locate_turns(tokenizer, messages, render, full, "")
+
+
+def locate_turns(tokenizer, messages, render, full: str, ending: str) -> list[tuple[int, int]]:
+    """prefix_spans with `ending` taken off each rendering."""
 
     def body(text):
         return text[: len(text) - len(ending)] if ending and text.endswith(ending) else text
