@@ -82,7 +82,7 @@ length=(--set "train.steps=$steps")
 # The recipe trains in bf16, fast on a GPU or a CPU with native bf16 (AVX-512 bf16, AMX). On
 # other CPUs libtorch's bf16 matmul falls back to a scalar loop, ~30x slower than f32.
 dtype=()
-if ! command -v nvidia-smi >/dev/null 2>&1 && ! grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/null; then
+if ! command -v nvidia-smi >/dev/null 2>&1 && ! cpu_has_native_bf16; then
   echo "this CPU has no native bf16 (AVX-512 bf16 or AMX): training in f32, far faster here" >&2
   dtype=(--set 'model.dtype="f32"')
 fi

@@ -21,4 +21,7 @@ if [ -z "${LIBTORCH:-}" ]; then
     if [ -d "$torch_dir/lib" ]; then export LIBTORCH="$torch_dir"; fi
   done
 fi
+# Whether this CPU does bf16 arithmetic natively (AVX-512 BF16 or AMX). Without it libtorch's
+# bf16 matmul is a scalar loop: the demo and the training benchmark use f32 there.
+cpu_has_native_bf16() { grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/null; }
 true

@@ -63,7 +63,7 @@ done
 bench_preflight "$MODEL/config.json"
 mkdir -p "$DIR"
 if [ -z "$DTYPES" ]; then
-  if [ "$DEVICE" != cpu ] || grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/null; then
+  if [ "$DEVICE" != cpu ] || cpu_has_native_bf16; then
     DTYPES="bf16 f32"
   else
     DTYPES="f32"
