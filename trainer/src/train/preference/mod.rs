@@ -123,9 +123,10 @@ impl Preference {
             totals.chosen_tokens += chosen_tokens(batch);
         }
         let mut tally = Tally::default();
+        let reference_is_policy = self.reference_is_policy(lm);
         for (micro, batch) in micro_batches.iter().enumerate() {
             let pairs = PairBatch::new(lm, batch)?;
-            let reference = self.reference_log_probs(lm, &pairs, false)?;
+            let reference = self.reference_log_probs(lm, &pairs, false, reference_is_policy)?;
             let lm: &CausalLm = lm;
             let seed = dropout_seed(seed, step, micro as u64);
             let t = &pairs.tensors;
@@ -143,7 +144,7 @@ impl Preference {
                         DEFAULT_CHUNK,
                     );
                     let log_probs = PairLogProbs::new(&targets, &pairs, true);
-                    let part = self.loss(&log_probs, reference.as_ref());
+                    let part = self.loss(&log_probs, &reference);
                     let loss = part.loss_against(&totals);
                     loss.backward();
                     let weights = -log_probs.values.grad();
@@ -172,17 +173,15 @@ impl Preference {
         let _guard = tch::no_grad_guard();
         let mut stream = BatchStream::new(data, Split::Eval, 0, 0, 1, encoder)?;
         let mut tally = Tally::default();
+        let reference_is_policy = self.reference_is_policy(lm);
         while let Some(batch) = stream.next_batch(micro_batch)? {
             let pairs = PairBatch::new(lm, &batch)?;
-            let reference = self.reference_log_probs(lm, &pairs, true)?;
+            let reference = self.reference_log_probs(lm, &pairs, true, reference_is_policy)?;
             let t = &pairs.tensors;
             let hidden = lm.hidden_states(&t.input_ids, &t.positions);
             let targets =
                 TargetLogProbs::compute(&hidden, &lm.head(), &pairs.targets(self), DEFAULT_CHUNK);
-            tally.add(self.loss(
-                &PairLogProbs::new(&targets, &pairs, false),
-                reference.as_ref(),
-            ));
+            tally.add(self.loss(&PairLogProbs::new(&targets, &pairs, false), &reference));
         }
         if tally.pairs == 0.0 {
             // As the SFT eval of an empty split: no number rather than a failed run.
@@ -206,37 +205,63 @@ impl Preference {
         )
     }
 
+    /// Whether DPO's reference is, in exact arithmetic, the policy as it is now (see
+    /// [`Reference::is_the_policy`]).
+    fn reference_is_policy(&self, lm: &mut CausalLm) -> bool {
+        match self {
+            Preference::Dpo { reference, .. } => reference.is_the_policy(lm),
+            Preference::Orpo { .. } => false,
+        }
+    }
+
     /// DPO's reference log-probabilities of a batch; `live`: never the precomputed ones
-    /// (held-out pairs have none).
+    /// (held-out pairs have none); `is_policy`: the policy's own will serve.
     fn reference_log_probs(
         &self,
         lm: &mut CausalLm,
         pairs: &PairBatch,
         live: bool,
-    ) -> Result<Option<Tensor>> {
-        match self {
-            Preference::Dpo { reference, .. } => Ok(Some(reference.log_probs(lm, pairs, live)?)),
-            Preference::Orpo { .. } => Ok(None),
-        }
+        is_policy: bool,
+    ) -> Result<ReferenceLogProbs> {
+        Ok(match self {
+            Preference::Dpo { .. } if is_policy => ReferenceLogProbs::Policy,
+            Preference::Dpo { reference, .. } => {
+                ReferenceLogProbs::Computed(reference.log_probs(lm, pairs, live)?)
+            }
+            Preference::Orpo { .. } => ReferenceLogProbs::None,
+        })
     }
 
     /// One micro-batch's loss terms (sums over its pairs and tokens) and metric sums.
-    fn loss(&self, log_probs: &PairLogProbs, reference: Option<&Tensor>) -> Part {
+    fn loss(&self, log_probs: &PairLogProbs, reference: &ReferenceLogProbs) -> Part {
         let sums = log_probs.completion_sums();
         let counts = log_probs.completion_counts();
-        match (self, reference) {
-            (Preference::Dpo { cfg, .. }, Some(reference)) => {
-                let (per_pair, metrics) = dpo::loss(cfg, &sums, reference, &counts);
+        match self {
+            Preference::Dpo { cfg, .. } => {
+                let reference = match reference {
+                    ReferenceLogProbs::Computed(values) => values.shallow_clone(),
+                    ReferenceLogProbs::Policy => sums.detach(),
+                    ReferenceLogProbs::None => unreachable!("DPO always has reference log-probs"),
+                };
+                let (per_pair, metrics) = dpo::loss(cfg, &sums, &reference, &counts);
                 Part::new(per_pair, None, metrics, log_probs)
             }
-            (Preference::Orpo { beta }, _) => {
+            Preference::Orpo { beta } => {
                 let (per_pair, metrics) = orpo::odds_ratio(*beta, &(sums / counts.clamp_min(1.0)));
                 let nll = -log_probs.chosen_sum();
                 Part::new(per_pair, Some(nll), metrics, log_probs)
             }
-            (Preference::Dpo { .. }, None) => unreachable!("DPO always has reference log-probs"),
         }
     }
+}
+
+/// DPO's reference log-probabilities of a micro-batch, `[pairs, 2]` f64 (chosen, rejected).
+enum ReferenceLogProbs {
+    /// ORPO has no reference.
+    None,
+    /// The reference is the policy as it is now: the policy's own, detached.
+    Policy,
+    Computed(Tensor),
 }
 
 /// A micro-batch of pairs on the device.

@@ -110,6 +110,36 @@ impl Reference {
             .to_device(lm.device))
     }
 
+    /// Whether the reference is, in exact arithmetic, the policy as it is now: every adapter
+    /// off while each trained one is still a no-op (B = 0, no DoRA magnitude), or every
+    /// frozen copy equal to its trained adapter. So it is at step 0, and there the policy's
+    /// own log-probabilities serve as the reference's: every margin is exactly 0, as in TRL,
+    /// whatever kernel a separate pass (checkpointing, a precomputed table, another batch
+    /// shape) would have rounded differently.
+    pub fn is_the_policy(&self, lm: &mut CausalLm) -> bool {
+        let _guard = tch::no_grad_guard();
+        lm.linears_mut()
+            .iter()
+            .zip(&self.adapters)
+            .all(|((_, linear), reference)| match (&linear.lora, reference) {
+                (None, None) => true,
+                (Some(trained), None) => {
+                    trained.magnitude.is_none() && trained.b.abs().max().double_value(&[]) == 0.0
+                }
+                (Some(trained), Some(frozen)) => {
+                    trained.scale == frozen.scale
+                        && trained.a.equal(&frozen.a)
+                        && trained.b.equal(&frozen.b)
+                        && match (&trained.magnitude, &frozen.magnitude) {
+                            (None, None) => true,
+                            (Some(t), Some(f)) => t.equal(f),
+                            _ => false,
+                        }
+                }
+                (None, Some(_)) => false,
+            })
+    }
+
     /// A forward pass of the reference, without gradients: per row of `batch`.
     fn run(&self, lm: &mut CausalLm, batch: &Batch) -> Result<Vec<f64>> {
         let _guard = tch::no_grad_guard();

@@ -341,6 +341,47 @@ fn accumulation_normalizes_over_the_whole_step() {
     }
 }
 
+fn zero_lora_b(lm: &mut CausalLm) {
+    let _guard = tch::no_grad_guard();
+    for (_, linear) in lm.linears_mut() {
+        if let Some(lora) = &linear.lora {
+            let _ = lora.b.shallow_clone().fill_(0.0);
+        }
+    }
+}
+
+/// At step 0 the reference is the model the run starts from, so every reward margin is 0
+/// in exact arithmetic: loam reads exact zeros (accuracy 0, as TRL's) in every mode, not
+/// the rounding of a second pass through another kernel (activation checkpointing, a
+/// precomputed table of other batch shapes).
+#[test]
+fn step_zero_rewards_are_exact_zeros_in_every_mode() {
+    for case in cases().iter().filter(|c| c.json["objective"] == "dpo") {
+        for (checkpointing, precompute) in [(false, false), (true, false), (false, true)] {
+            let (mut lm, objective) = setup(case, precompute);
+            if case.json["reference"] == "base" {
+                // The base is the starting model only for a no-op adapter.
+                zero_lora_b(&mut lm);
+            }
+            let micro = &steps(case, case.usize("pairs"), case.usize("grad_accum"))[0];
+            let outcome = objective.step(&mut lm, micro, 0, 0, checkpointing).unwrap();
+            for key in [
+                "rewards/chosen",
+                "rewards/rejected",
+                "rewards/margins",
+                "rewards/accuracies",
+            ] {
+                assert_eq!(
+                    outcome.metrics[key],
+                    0.0,
+                    "{} (checkpointing {checkpointing}, precomputed {precompute}): {key}",
+                    case.name()
+                );
+            }
+        }
+    }
+}
+
 /// The loss of the reference itself: the base's (adapter off) differs from the loaded
 /// adapter's, and a frozen copy does not follow the trained adapter.
 #[test]
@@ -369,12 +410,7 @@ fn the_reference_is_the_starting_model() {
         "the adapter should change the log-probs: {diff}"
     );
     // After the adapter moves, the frozen reference has not.
-    for (_, linear) in lm.linears_mut() {
-        if let Some(lora) = &linear.lora {
-            let _guard = tch::no_grad_guard();
-            let _ = lora.b.shallow_clone().fill_(0.0);
-        }
-    }
+    zero_lora_b(&mut lm);
     let again = reference.log_probs(&mut lm, &pairs, false).unwrap();
     assert_eq!(
         Vec::<f64>::try_from(again.view([-1])).unwrap(),
