@@ -643,6 +643,7 @@ fn greedy_generation_equals_transformers() {
     .unwrap();
     let cases = expected["generations"].as_array().unwrap();
     let model = fixtures().join("models/smollm2-135m");
+    let mut compared = 0;
     for chat in [true, false] {
         let mine: Vec<&serde_json::Value> = cases.iter().filter(|c| c["chat"] == chat).collect();
         let mut args = vec![
@@ -670,14 +671,15 @@ fn greedy_generation_equals_transformers() {
             .collect();
         assert_eq!(answers.len(), mine.len());
         for (got, want) in answers.iter().zip(&mine) {
-            assert_eq!(
-                (&got["token_ids"], &got["stop"]),
-                (&want["ids"], &want["stop"]),
+            let what = format!(
                 "{:?}: loam said {:?}, transformers {:?}",
-                want["prompt"],
-                got["text"],
-                want["text"]
+                want["prompt"], got["text"], want["text"]
             );
+            compared += assert_greedy_equal(got, want, &what);
         }
     }
+    assert!(
+        compared >= 64,
+        "only {compared} greedy tokens were decided clearly"
+    );
 }

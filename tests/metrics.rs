@@ -226,6 +226,7 @@ fn generate_answers_equal_loam_generate_and_transformers() {
         "red, yellow and blue",
         "nzuri",
     ];
+    let mut whole_answers = 0;
     for chat in [true, false] {
         let mine: Vec<(&Value, &str)> = cases
             .iter()
@@ -294,13 +295,21 @@ fn generate_answers_equal_loam_generate_and_transformers() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         for ((row, gen), (want, reference)) in rows.iter().zip(&generated).zip(&mine) {
-            assert_eq!(
-                row["prediction"], gen["text"],
-                "{format}: eval --generate vs loam generate"
-            );
-            assert_eq!(row["prediction"], want["text"], "{format}: vs transformers");
-            assert_eq!(row["stop"], want["stop"]);
             assert_eq!(row["prompt"], want["prompt"]);
+            // The whole answer is compared where transformers decided every step clearly
+            // (see assert_greedy_equal); past a near-tie, batch shapes and CPU kernels
+            // that round differently may rightly part.
+            let steps =
+                want["ids"].as_array().unwrap().len() + usize::from(want["stop"] == "stop_token");
+            if want["decided"].as_u64().unwrap() as usize >= steps {
+                assert_eq!(
+                    row["prediction"], gen["text"],
+                    "{format}: eval --generate vs loam generate"
+                );
+                assert_eq!(row["prediction"], want["text"], "{format}: vs transformers");
+                assert_eq!(row["stop"], want["stop"]);
+                whole_answers += 1;
+            }
             assert_eq!(row["reference"].as_str().unwrap().trim(), *reference);
         }
         let scores = dir.join(format!("{format}-scores.json"));
@@ -313,6 +322,10 @@ fn generate_answers_equal_loam_generate_and_transformers() {
         assert_eq!(result["generated"], mine.len());
         assert!(result["bits_per_byte"].as_f64().unwrap() > 0.0);
     }
+    assert!(
+        whole_answers >= 3,
+        "only {whole_answers} answers were decided clearly at every step"
+    );
 }
 
 #[test]

@@ -253,3 +253,34 @@ def gguf_kv(path: Path) -> dict:
             (t,) = struct.unpack_from("<I", m, pos)
             out[key], pos = value(t, pos + 4)
         return out
+
+
+# A generated token is compared only where transformers chose it clearly: its logit beats
+# the runner-up's by at least this much. Past a nearer tie, loam and transformers (exact up
+# to f32 rounding, which differs by CPU kernel: AVX2 against AMX / AVX-512) may part.
+TIE_GAP = 1e-3
+
+
+def greedy(model, ids: list[int], stop: list[int], max_new_tokens: int) -> dict:
+    """transformers' greedy `generate` after `ids`, as `loam generate --json` reports it:
+    the new ids without the stop token, `stop` ("stop_token" or "length"), and `decided`,
+    how many of the new tokens (the stop token included) led the runner-up by TIE_GAP or
+    more before the first that did not."""
+    import torch
+
+    with torch.no_grad():
+        res = model.generate(torch.tensor([ids]), do_sample=False,
+                             max_new_tokens=max_new_tokens, eos_token_id=stop,
+                             pad_token_id=stop[0], output_scores=True,
+                             return_dict_in_generate=True)
+    new = res.sequences[0, len(ids):].tolist()
+    decided = 0
+    for scores in res.scores:
+        top2 = torch.topk(scores[0].float(), 2).values
+        if not (top2[0] - top2[1]).item() >= TIE_GAP:
+            break
+        decided += 1
+    stopped = bool(new) and new[-1] in stop
+    if stopped:
+        new = new[:-1]
+    return {"ids": new, "stop": "stop_token" if stopped else "length", "decided": decided}

@@ -459,21 +459,11 @@ def renamed_multimodal(src: dict, root: Path) -> dict:
 
 def generations(model, tok) -> dict:
     """Greedy `generate` (KV cache; transformers' sliding-window caches) after raw prompts."""
-    import torch
-
     out = []
     for prompt in GENERATE_PROMPTS:
         ids = tok(prompt)["input_ids"]
-        with torch.no_grad():
-            res = model.generate(torch.tensor([ids]), do_sample=False,
-                                 max_new_tokens=GENERATE_NEW_TOKENS, eos_token_id=[fm.EOS_ID],
-                                 pad_token_id=fm.PAD_ID)
-        new = res[0, len(ids):].tolist()
-        stopped = bool(new) and new[-1] == fm.EOS_ID
-        if stopped:
-            new = new[:-1]
-        out.append({"prompt": prompt, "prompt_ids": ids, "ids": new,
-                    "stop": "stop_token" if stopped else "length"})
+        out.append({"prompt": prompt, "prompt_ids": ids,
+                    **common.greedy(model, ids, [fm.EOS_ID], GENERATE_NEW_TOKENS)})
     return {"max_new_tokens": GENERATE_NEW_TOKENS, "generations": out}
 
 

@@ -7,7 +7,8 @@ DIR defaults to $LOAM_FIXTURES or ~/.cache/loam/fixtures and must already hold t
 fixtures (fixtures_models.py). Writes DIR/expected/smollm2-135m/generate.json: for each
 prompt, whether it went through the chat template, the prompt's token ids, and the ids
 `model.generate(do_sample=False, max_new_tokens=32)` produced after it (f32, SDPA), with
-the stop token, if any, removed (loam does not print it).
+the stop token, if any, removed (loam does not print it), and how many of them transformers
+chose clearly (`decided`, see common.greedy).
 
 Idempotent: DIR/generate.stamp holds a hash of this file, common.py, the package versions
 and DIR/models.stamp.
@@ -76,19 +77,12 @@ def build(out_dir: Path) -> list[dict]:
         else:
             ids = tok(prompt)["input_ids"]
             stop = sorted(set(eos))
-        with torch.no_grad():
-            result = model.generate(torch.tensor([ids]), do_sample=False,
-                                    max_new_tokens=MAX_NEW_TOKENS, eos_token_id=stop,
-                                    pad_token_id=stop[0])
-        new = result[0, len(ids):].tolist()
-        stopped = bool(new) and new[-1] in stop
-        if stopped:
-            new = new[:-1]
+        g = common.greedy(model, ids, stop, MAX_NEW_TOKENS)
+        new, stopped = g["ids"], g["stop"] == "stop_token"
         text = tok.decode(new, skip_special_tokens=True)
         log(f"{'chat' if chat else 'raw '} {prompt!r} -> {text!r}"
             f"{' (stop token)' if stopped else ''}")
-        out.append({"prompt": prompt, "chat": chat, "prompt_ids": ids, "ids": new,
-                    "stop": "stop_token" if stopped else "length", "text": text})
+        out.append({"prompt": prompt, "chat": chat, "prompt_ids": ids, **g, "text": text})
     return out
 
 

@@ -367,7 +367,6 @@ def build_models(out_dir: Path, tmp: Path, tok, texts) -> list[dict]:
 def build_generations(tmp: Path, tok) -> list[dict]:
     """transformers' greedy `generate` on saved 4-bit models, as `loam generate --raw
     --json` reports it (new ids without the stop token)."""
-    import torch
     from transformers import GenerationConfig
 
     out = []
@@ -377,18 +376,10 @@ def build_generations(tmp: Path, tok) -> list[dict]:
         gen = GenerationConfig.from_pretrained(d)
         stop = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
         ids = tok(prompt)["input_ids"]
-        with torch.no_grad():
-            result = model.generate(torch.tensor([ids]), do_sample=False,
-                                    max_new_tokens=MAX_NEW_TOKENS, eos_token_id=stop,
-                                    pad_token_id=stop[0])
-        new = result[0, len(ids):].tolist()
-        stopped = bool(new) and new[-1] in stop
-        if stopped:
-            new = new[:-1]
+        g = common.greedy(model, ids, stop, MAX_NEW_TOKENS)
         out.append({"model": f"qlora/models/{name}", "prompt": prompt, "prompt_ids": ids,
-                    "ids": new, "stop": "stop_token" if stopped else "length",
-                    "max_new_tokens": MAX_NEW_TOKENS})
-        log(f"generate {name} {prompt!r}: {new}{' (stop token)' if stopped else ''}")
+                    **g, "max_new_tokens": MAX_NEW_TOKENS})
+        log(f"generate {name} {prompt!r}: {g['ids']} ({g['decided']} decided)")
         del model
     return out
 

@@ -327,3 +327,36 @@ pub fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
 pub fn write_catalog(root: &Path, lang: &str, name: &str, pairs: &[(&str, &str)]) -> PathBuf {
     loam_data::gettext::write_catalog(root, lang, name, pairs).unwrap()
 }
+
+/// A `loam generate --json` answer against transformers' greedy one from
+/// `common.greedy` (scripts/oracle): the token ids over the steps transformers decided
+/// clearly (`decided`: its top logit ahead of the runner-up by `TIE_GAP`), and the stop
+/// when every step was. Past a near-tie the two implementations, equal up to f32 rounding
+/// that differs by CPU kernel, may rightly part. Returns how many tokens were compared.
+pub fn assert_greedy_equal(got: &serde_json::Value, want: &serde_json::Value, what: &str) -> usize {
+    let ids = |v: &serde_json::Value, key: &str| -> Vec<u64> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: no {key} in {v}"))
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    let (got_ids, want_ids) = (ids(got, "token_ids"), ids(want, "ids"));
+    let decided = want["decided"].as_u64().unwrap_or_else(|| {
+        panic!("{what}: the fixture has no `decided`; run scripts/oracle/build.sh")
+    }) as usize;
+    // The stop token is a step too: all decided means the ids and the stop are.
+    let steps = want_ids.len() + usize::from(want["stop"] == "stop_token");
+    let n = decided.min(want_ids.len());
+    assert_eq!(
+        got_ids.get(..n),
+        Some(&want_ids[..n]),
+        "{what}: the first {n} greedy tokens (decided clearly by transformers) differ"
+    );
+    if decided >= steps {
+        assert_eq!(got_ids, want_ids, "{what}");
+        assert_eq!(got["stop"], want["stop"], "{what}: stop");
+    }
+    n
+}
