@@ -76,7 +76,7 @@ pub fn read(
                 }
                 _ => assumed,
             };
-            c.insert("query_pre_attn_scalar".into(), json!(scalar));
+            c.insert("query_pre_attn_scalar".into(), int_when_whole(scalar));
             let cap = |v: Option<f64>| v.filter(|&c| c > 0.0 && c < f64::from(NO_SOFTCAP) / 2.0);
             if arch == "gemma2" {
                 let attn = float("attn_logit_softcapping")?.or(Some(50.0));
@@ -191,4 +191,25 @@ fn swa_pattern(f: &GgufFile, key: &str, layers: u64, default: u64) -> Result<Vec
         None => default,
     };
     Ok((0..layers).map(|i| n == 0 || i % n < n - 1).collect())
+}
+
+/// A whole number as a JSON integer: transformers' strict Gemma 2/3 configs declare
+/// `query_pre_attn_scalar` an `int` and refuse `256.0`.
+fn int_when_whole(x: f64) -> Json {
+    if x.fract() == 0.0 && x.abs() < 2f64.powi(53) {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_scalars_are_written_as_integers() {
+        assert_eq!(int_when_whole(256.0).to_string(), "256");
+        assert_eq!(int_when_whole(0.5).to_string(), "0.5");
+    }
 }
