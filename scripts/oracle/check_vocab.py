@@ -34,6 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore")
 
+import common  # noqa: E402
+
 PROBES = [
     "Hello, world! def f(x): return x ** 2",
     "   spaces  and\ttabs\n\nnewlines",
@@ -129,17 +131,11 @@ def generate(args) -> int:
 
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).eval()
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos]
     for prompt in args.prompt:
-        ids = torch.tensor([tok(prompt)["input_ids"]])
-        with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False,
-                                 attention_mask=torch.ones_like(ids))
-        new = out[0, ids.shape[1]:].tolist()
-        eos = model.generation_config.eos_token_id
-        eos = set(eos if isinstance(eos, list) else [eos])
-        if new and new[-1] in eos:
-            new = new[:-1]
-        print(json.dumps({"prompt": prompt, "token_ids": new}, ensure_ascii=False))
+        g = common.greedy(model, tok(prompt)["input_ids"], eos, args.max_new_tokens)
+        print(json.dumps({"prompt": prompt, **g}, ensure_ascii=False))
     return 0
 
 
