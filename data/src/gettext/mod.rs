@@ -9,9 +9,11 @@
 //! writes a split.
 
 pub mod clean;
+pub mod debian;
 pub mod mo;
 
 use crate::error::{DataError, Result};
+use crate::provenance::{self, Origin, Provenance};
 use arrow::array::{Array, ArrayRef, ListArray, StringArray, StructArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema};
@@ -62,6 +64,11 @@ pub struct Row {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CatalogCount {
     pub path: PathBuf,
+    /// Its text domain (the file name without `.mo`).
+    pub domain: String,
+    /// The Debian package that installed it, and that package's licence, where known.
+    pub package: Option<String>,
+    pub license: Option<String>,
     /// Messages in it (header excluded).
     pub messages: usize,
     /// Of which passed the cleaning rules (before deduplication).
@@ -319,9 +326,20 @@ pub fn build(opts: &Options) -> Result<Dataset> {
         kept_pairs += kept;
         summary.catalogs.push(CatalogCount {
             path: path.clone(),
+            domain: name,
+            package: None,
+            license: None,
             messages: catalog.entries.len(),
             kept,
         });
+    }
+    let paths: Vec<PathBuf> = summary.catalogs.iter().map(|c| c.path.clone()).collect();
+    let packages = debian::packages_of(&paths);
+    for c in &mut summary.catalogs {
+        if let Some(p) = packages.get(&c.path) {
+            c.package = Some(p.name.clone());
+            c.license = p.license.clone();
+        }
     }
     summary.skipped = Skip::ALL
         .iter()
@@ -358,6 +376,52 @@ pub fn build(opts: &Options) -> Result<Dataset> {
     })
 }
 
+impl Dataset {
+    /// Where the data came from, as its Parquet files and its card record it.
+    pub fn provenance(&self) -> Provenance {
+        let s = &self.summary;
+        let mut licenses = BTreeSet::new();
+        for c in &s.catalogs {
+            licenses.insert(
+                c.license
+                    .as_deref()
+                    .map_or("unknown", provenance::hub_license),
+            );
+        }
+        Provenance {
+            description: format!(
+                "English interface messages of free-software programs with their translations \
+                 into {}, from the gettext catalogs their translators published, as installed \
+                 on the machine that built it",
+                self.language
+            ),
+            languages: vec!["en".to_string(), hub_language(&s.lang)],
+            licenses: licenses.into_iter().map(str::to_string).collect(),
+            hub_id: None,
+            sources: s
+                .catalogs
+                .iter()
+                .map(|c| Origin {
+                    name: c.domain.clone(),
+                    package: c.package.clone(),
+                    license: c.license.clone(),
+                    rows: c.kept,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A locale name (`cy`, `pt_BR`, `sr@latin`) as the Hub's `language` code: the language
+/// part (`cy`, `pt`, `sr`).
+pub fn hub_language(locale: &str) -> String {
+    locale
+        .split(['_', '@', '.'])
+        .next()
+        .unwrap_or(locale)
+        .to_string()
+}
+
 const ORDER: u64 = 0x6f72_6465;
 const SPLIT: u64 = 0x7370_6c74;
 
@@ -387,8 +451,13 @@ fn hash(domain: u64, seed: u64, text: &str) -> u64 {
 }
 
 /// Writes rows as Parquet: `messages` (list<struct<role, content>>, the `chat` format),
-/// `english`, `translation`, `source`.
-pub fn write_parquet(path: &Path, rows: &[Row], language: &str) -> Result<()> {
+/// `english`, `translation`, `source`; the provenance in the file's key-value metadata.
+pub fn write_parquet(
+    path: &Path,
+    rows: &[Row],
+    language: &str,
+    provenance: &Provenance,
+) -> Result<()> {
     let io = |e: &dyn std::fmt::Display| {
         DataError::file(
             path,
@@ -437,6 +506,10 @@ pub fn write_parquet(path: &Path, rows: &[Row], language: &str) -> Result<()> {
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .set_max_row_group_row_count(Some(1024))
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            provenance::KEY.to_string(),
+            serde_json::to_string(provenance).map_err(|e| io(&e))?,
+        )]))
         .build();
     let file = std::fs::File::create(path).map_err(|e| io(&e))?;
     let mut writer =
@@ -670,7 +743,19 @@ mod tests {
             source: "gtk20".into(),
         }];
         let path = dir.path().join("train.parquet");
-        write_parquet(&path, &rows, "Welsh").unwrap();
+        let provenance = Provenance {
+            languages: vec!["en".into(), "cy".into()],
+            licenses: vec!["lgpl".into()],
+            sources: vec![Origin {
+                name: "gtk20".into(),
+                package: Some("libgtk2.0-common".into()),
+                license: Some("LGPL-2+".into()),
+                rows: 1,
+            }],
+            ..Default::default()
+        };
+        write_parquet(&path, &rows, "Welsh", &provenance).unwrap();
+        assert_eq!(Provenance::read(&path).unwrap(), Some(provenance));
         let cfg = crate::SourceConfig::new(path.display().to_string(), crate::Format::Chat);
         let samples: Vec<_> = crate::source::eval_samples(&cfg, crate::OnError::Fail)
             .unwrap()

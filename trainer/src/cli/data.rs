@@ -194,8 +194,11 @@ fn gettext(args: GettextArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let written = (|| -> Result<()> {
-        gettext::write_parquet(&tmp.join("train.parquet"), &data.train, &data.language)?;
-        gettext::write_parquet(&tmp.join("eval.parquet"), &data.eval, &data.language)?;
+        let provenance = data.provenance();
+        for (file, rows) in [("train.parquet", &data.train), ("eval.parquet", &data.eval)] {
+            gettext::write_parquet(&tmp.join(file), rows, &data.language, &provenance)?;
+        }
+        crate::export::card::dataset::write(&tmp, &data, &provenance)?;
         let summary = serde_json::to_string_pretty(&data.summary)?;
         std::fs::write(tmp.join("summary.json"), summary + "\n")
             .with_context(|| format!("cannot write {}", tmp.display()))?;

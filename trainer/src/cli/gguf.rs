@@ -1,5 +1,6 @@
 //! `loam gguf export | import | export-adapter`: to and from llama.cpp's GGUF.
 
+use crate::export::card::identity::{self, Identity};
 use crate::{gguf, hub};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -58,6 +59,10 @@ struct ExportArgs {
     /// Replace an existing output file (and Modelfile).
     #[arg(long)]
     force: bool,
+    /// The Hugging Face repo id (`org/name`) of the model this one was trained from, for
+    /// `general.base_model.*`. Default: what the model's README.md says (`loam merge` writes it).
+    #[arg(long, value_name = "ORG/NAME")]
+    base_model_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -70,6 +75,11 @@ struct ImportArgs {
     /// Replace an existing output directory.
     #[arg(long)]
     force: bool,
+    /// The model's Hugging Face repo id (`org/name`), kept in the directory's README.md so
+    /// that the cards of what is trained from it name their base. Default: a Hub URL among
+    /// the GGUF's `general.*` keys.
+    #[arg(long, value_name = "ORG/NAME")]
+    hub_id: Option<String>,
 }
 
 pub fn run(args: GgufArgs) -> Result<()> {
@@ -79,8 +89,19 @@ pub fn run(args: GgufArgs) -> Result<()> {
                 a.ty.parse()
                     .map_err(|e| anyhow::anyhow!("--type {}: {e}", a.ty))?;
             let dir = hub::resolve_model(&a.model)?;
+            if let Some(id) = &a.base_model_id {
+                identity::check_hub_id(id, "--base-model-id")?;
+            }
+            let model = Identity::of(&dir, &a.model, None);
             let start = Instant::now();
-            let done = gguf::export(&dir, &a.out, ty, a.force)?;
+            let done = gguf::export(
+                &dir,
+                &model,
+                a.base_model_id.as_deref(),
+                &a.out,
+                ty,
+                a.force,
+            )?;
             tracing::info!(
                 "wrote {} ({} tensors, {ty}) and {} in {:.1}s",
                 done.gguf.display(),
@@ -104,7 +125,10 @@ pub fn run(args: GgufArgs) -> Result<()> {
         }
         GgufCommand::Import(a) => {
             let start = Instant::now();
-            gguf::import(&a.file, &a.out, a.force)?;
+            if let Some(id) = &a.hub_id {
+                identity::check_hub_id(id, "--hub-id")?;
+            }
+            gguf::import(&a.file, &a.out, a.hub_id.as_deref(), a.force)?;
             tracing::info!(
                 "wrote {} in {:.1}s",
                 a.out.display(),

@@ -1,5 +1,7 @@
 //! `loam merge`: bake a PEFT adapter into its base model and write a Hugging Face model dir.
 
+use crate::export::card::identity::{self, Identity};
+use crate::export::card::model as card;
 use crate::export::merge;
 use crate::{hub, runtime};
 use anyhow::Result;
@@ -31,6 +33,15 @@ pub struct MergeArgs {
     /// it a 4-bit --model is refused: merge a QLoRA adapter onto the original 16-bit model.
     #[arg(long)]
     onto_dequantized: bool,
+    /// The base model's Hugging Face repo id (`org/name`) for the model card's `base_model`.
+    /// Default: the adapter's `base_model_name_or_path` when it is one, the Hugging Face
+    /// cache folder --model is in, or --model's README.md.
+    #[arg(long, value_name = "ORG/NAME")]
+    base_model_id: Option<String>,
+    /// `loam eval --json` output for this adapter on the held-out data (with --generate:
+    /// chrF++ and BLEU): the model card's results, over what training's last eval measured.
+    #[arg(long, value_name = "EVAL.json")]
+    eval_results: Option<PathBuf>,
 }
 
 pub fn run(args: MergeArgs) -> Result<()> {
@@ -49,7 +60,28 @@ pub fn run(args: MergeArgs) -> Result<()> {
         onto_dequantized: args.onto_dequantized,
     };
     let model_dir = hub::resolve_model(&args.model)?;
-    let s = merge::merge(&model_dir, &args.model, &args.adapter, &args.out, &opts)?;
+    let from_adapter = crate::adapter::read_config(&args.adapter)?
+        .base_model_name_or_path
+        .filter(|id| identity::is_hub_id(id) && !std::path::Path::new(id).exists());
+    let base = Identity::of_base(
+        &model_dir,
+        &args.model,
+        args.base_model_id.as_deref().or(from_adapter.as_deref()),
+        "--base-model-id",
+    )?;
+    let eval_results = args
+        .eval_results
+        .as_deref()
+        .map(card::read_eval_results)
+        .transpose()?;
+    let s = merge::merge(
+        &model_dir,
+        &base,
+        eval_results,
+        &args.adapter,
+        &args.out,
+        &opts,
+    )?;
     eprintln!(
         "merged {} of {} tensors into {} ({}, {:.1} MB in {} shard{}) in {:.1}s, peak memory {}",
         s.merged,

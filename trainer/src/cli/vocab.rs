@@ -1,5 +1,6 @@
 //! `loam vocab extend`: new tokens for a language, learned on a corpus.
 
+use crate::export::card::identity::Identity;
 use crate::hub;
 use crate::vocab::extend::{self, ExtendOptions};
 use anyhow::Result;
@@ -40,6 +41,11 @@ pub struct ExtendArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     force: bool,
+    /// The base model's Hugging Face repo id (`org/name`), for the new directory's README.md
+    /// (and so the cards of what is trained from it). Default: the Hugging Face cache folder
+    /// --model is in, or --model's README.md.
+    #[arg(long, value_name = "ORG/NAME")]
+    base_model_id: Option<String>,
 }
 
 pub fn run(command: VocabCommand) -> Result<()> {
@@ -53,7 +59,13 @@ pub fn run(command: VocabCommand) -> Result<()> {
         force: args.force,
     };
     let model_dir = hub::resolve_model(&args.model)?;
-    let report = extend::extend(&model_dir, &args.model, &args.out, &opts)?;
+    let base = Identity::of_base(
+        &model_dir,
+        &args.model,
+        args.base_model_id.as_deref(),
+        "--base-model-id",
+    )?;
+    let report = extend::extend(&model_dir, &args.model, &base, &args.out, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -14,10 +14,13 @@
 //! base is merged onto its dequantized weights only when asked (`--onto-dequantized`).
 
 use crate::adapter::{self, AdapterConfig};
-use crate::export::{model_card, shards};
+use crate::export::card::identity::Identity;
+use crate::export::card::model as card;
+use crate::export::shards;
 use crate::fsutil;
 use crate::lora::{self, Lora};
 use crate::model::ModelSpec;
+use crate::train::held_out::HeldOutScores;
 use crate::vocab::trainable_tokens::{self, check_ids};
 use crate::weights::TensorLayout;
 use anyhow::{bail, Context, Result};
@@ -60,11 +63,12 @@ pub struct MergeSummary {
     pub dtype: Kind,
 }
 
-/// Merges the adapter in `adapter_dir` into the model in `model_dir` (resolved; `model_arg`
-/// is what the user typed, for the model card) and writes the result to `out`.
+/// Merges the adapter in `adapter_dir` into the model in `model_dir` (resolved; `base` is
+/// what the model card names it) and writes the result to `out`.
 pub fn merge(
     model_dir: &Path,
-    model_arg: &str,
+    base: &Identity,
+    eval_results: Option<HeldOutScores>,
     adapter_dir: &Path,
     out: &Path,
     opts: &MergeOptions,
@@ -103,14 +107,16 @@ pub fn merge(
         )?;
         shards::write_config(model_dir, tmp, |config| set_dtype(config, dtype))?;
         fsutil::copy_present(model_dir, tmp, SIDE_FILES)?;
-        model_card::write(&model_card::CardInput {
+        card::write(&card::CardInput {
             out: tmp,
-            model_dir,
-            model_arg,
+            base,
             adapter_dir,
             adapter: &cfg,
-            dtype,
-            onto_dequantized: opts.onto_dequantized,
+            card: card::Card::Merged {
+                dtype,
+                onto_dequantized: opts.onto_dequantized,
+            },
+            eval_results,
         })?;
         Ok(written)
     })?;

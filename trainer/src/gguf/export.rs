@@ -10,10 +10,12 @@
 //! left out (llama.cpp takes it as a separate `mmproj` file).
 
 use super::arch::{self, TensorRules, Transform};
+use super::general;
 use super::import::ROPE_SCALING_KEY;
 use super::names::{hf_to_gguf_in, permute_rows};
 use super::rope_freqs;
 use super::tokenizer::Vocab;
+use crate::export::card::identity::Identity;
 use crate::model::config::{ModelSpec, RopeScaling};
 use crate::weights::{TensorLayout, Weights};
 use anyhow::{bail, Context, Result};
@@ -50,7 +52,16 @@ struct Planned {
     transform: Transform,
 }
 
-pub fn export(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> Result<Exported> {
+/// Exports `model_dir` to `out`. `model` is what the directory is ([`Identity::of`]: the
+/// `general.*` keys), `base_model_id` the model it was trained from, over what its README says.
+pub fn export(
+    model_dir: &Path,
+    model: &Identity,
+    base_model_id: Option<&str>,
+    out: &Path,
+    ty: GgmlType,
+    force: bool,
+) -> Result<Exported> {
     let Some(ftype) = file_type(ty) else {
         bail!("--type {ty} is not supported; use one of f32, f16, bf16, q8_0, q4_0, q4_1");
     };
@@ -89,7 +100,12 @@ pub fn export(model_dir: &Path, out: &Path, ty: GgmlType, force: bool) -> Result
     let mut w = GgufWriter::new(out);
     w.add_metadata("general.architecture", arch)?;
     w.add_metadata("general.type", "model")?;
-    w.add_metadata("general.name", model_name(model_dir).as_str())?;
+    let params: i64 = plan.iter().map(|p| p.shape.iter().product::<i64>()).sum();
+    let named = Identity {
+        name: defuse_name_triggers(&model.name),
+        ..model.clone()
+    };
+    general::write(&mut w, &named, base_model_id, params as u64)?;
     w.add_metadata("general.file_type", ftype)?;
     w.add_metadata("general.quantization_version", 2u32)?;
     add_hparams(&mut w, &spec, arch)?;
@@ -305,21 +321,10 @@ fn llama3_rope_factors(spec: &ModelSpec) -> Option<Vec<f32>> {
     ))
 }
 
-/// `general.name`: the directory's name (`_name_or_path` is often a training path).
-///
 /// llama.cpp's vocabulary loader changes how special tokens tokenize when `general.name`
 /// contains `phi3` or `phi-3` (and fails on a vocabulary without `</s>`): the name is
-/// written with those spelled `Phi 3`, so a directory's name never changes what
-/// llama.cpp computes.
-fn model_name(dir: &Path) -> String {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    defuse_name_triggers(&name)
-}
-
+/// written with those spelled `Phi 3`, so a model's name never changes what llama.cpp
+/// computes.
 /// `name` with every (case-insensitive) `phi3` / `phi-3` written `Phi 3`.
 fn defuse_name_triggers(name: &str) -> String {
     let mut out = String::with_capacity(name.len());

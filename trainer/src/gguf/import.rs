@@ -60,8 +60,10 @@ struct HParams {
     query_fold: f32,
 }
 
-/// Imports `gguf_path` into the directory `out`. Refuses to replace `out` unless `force`.
-pub fn import(gguf_path: &Path, out: &Path, force: bool) -> Result<()> {
+/// Imports `gguf_path` into the directory `out`, with a README.md that keeps the file's
+/// `general.*` keys and `hub_id` (the model's Hugging Face repo id, when given) for the cards
+/// of what is trained from it. Refuses to replace `out` unless `force`.
+pub fn import(gguf_path: &Path, out: &Path, hub_id: Option<&str>, force: bool) -> Result<()> {
     if out.exists() && !force {
         bail!(
             "{} already exists; pass --force to replace it",
@@ -101,6 +103,10 @@ pub fn import(gguf_path: &Path, out: &Path, force: bool) -> Result<()> {
             &tmp.join("tokenizer_config.json"),
             &vocab.tokenizer_config(hp.context),
         )?;
+        let file_name = gguf_path.file_name().unwrap_or_default().to_string_lossy();
+        let readme = super::general::imported_readme(&f, &file_name, hub_id);
+        std::fs::write(tmp.join("README.md"), readme)
+            .with_context(|| format!("cannot write {}", tmp.join("README.md").display()))?;
         fsutil::replace_dir(&tmp, out)
     })();
     if result.is_err() {

@@ -12,6 +12,7 @@
 pub mod adapter;
 pub mod arch;
 pub mod export;
+pub mod general;
 pub mod import;
 pub mod names;
 pub mod rope_freqs;

@@ -124,20 +124,34 @@ fn half_precision_model_matches(
     let logits = loam_logits_with(dir, kind, &exp["input_ids"], adjust);
     let scale = reference.abs().max().double_value(&[]);
     let diff = max_abs_diff(&logits, reference);
-    let top1_agree = logits
+    let same_top1 = logits
         .argmax(-1, false)
-        .eq_tensor(&reference.argmax(-1, false))
-        .to_kind(Kind::Float)
-        .mean(Kind::Float)
-        .double_value(&[]);
-    println!("{name}: {key} max-abs diff {diff:.3e} (scale {scale:.2}, rel {:.2e}), top-1 agreement {top1_agree:.3}", diff / scale);
+        .eq_tensor(&reference.argmax(-1, false));
+    // Top-1 is compared only where the reference's winner leads its runner-up by more than
+    // the bound allows either side to move: below that, which of two near-equal logits wins
+    // depends on the CPU's half-precision kernels (native on AMX, a scalar loop on AVX2).
+    let top2 = reference.topk(2, -1, true, true).0;
+    let lead = top2.select(-1, 0) - top2.select(-1, 1);
+    let decided = lead.gt(2.0 * bound * scale);
+    let positions = decided.numel();
+    let decided_count = decided.sum(Kind::Int64).int64_value(&[]);
+    let decided_agree = same_top1
+        .logical_and(&decided)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    let all_agree = same_top1.sum(Kind::Int64).int64_value(&[]);
+    println!(
+        "{name}: {key} max-abs diff {diff:.3e} (scale {scale:.2}, rel {:.2e}), top-1 the same at \
+         {all_agree}/{positions} positions, {decided_agree}/{decided_count} of those the reference decided",
+        diff / scale
+    );
     assert!(
         diff <= bound * scale,
         "{name}: {key} differ by {diff:e}, more than {bound} × {scale:.3}"
     );
-    assert!(
-        top1_agree >= 0.95,
-        "{name}: {key} top-1 agreement {top1_agree}"
+    assert_eq!(
+        decided_agree, decided_count,
+        "{name}: {key}: top-1 differs where the reference's lead exceeds 2 × {bound} × {scale:.3}"
     );
 }
 

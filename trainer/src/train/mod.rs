@@ -25,12 +25,15 @@ use self::optim::{AdamW, TrainableParams};
 use self::preference::Metrics;
 use crate::adapter::{self, AdapterConfig};
 use crate::dist::{self, Replicas};
+use crate::export::card::identity::Identity;
+use crate::export::card::model as card;
 use crate::model::{self, CausalLm, Positions};
 use crate::recipe::Recipe;
 use crate::{hub, runtime};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use loam_data::encode::Encoder;
+use loam_data::provenance::Provenance;
 use loam_data::stream::{BatchStream, EncodeOptions, Split};
 use loam_data::{Batch, Example, Sample, Tokenizer, IGNORE_INDEX};
 use serde::Serialize;
@@ -145,11 +148,20 @@ fn run_replica(
     tch::manual_seed(t.seed as i64);
 
     let model_dir = hub::resolve_model(&recipe.model.path)?;
+    let hub_id = recipe.model.hub_id.as_deref();
+    let base = if writer {
+        Identity::of_base(&model_dir, &recipe.model.path, hub_id, "model.hub_id")?
+    } else {
+        Identity::of(&model_dir, &recipe.model.path, hub_id)
+    };
 
     // ── data (opened first: bad data fails before the model loads) ─────────────────────
     let tokenizer = Tokenizer::from_model_dir(&model_dir)?;
     let encoder = Arc::new(Encoder::for_data_config(tokenizer, &recipe.data)?);
     let mut stream = BatchStream::new(&recipe.data, Split::Train, t.seed, 0, 1, shared(&encoder))?;
+    if writer {
+        write_data_provenance(&recipe, &out_dir)?;
+    }
     if let Some(epochs) = t.epochs {
         stream = stream.with_epochs(epochs.ceil() as u32);
     }
@@ -176,7 +188,7 @@ fn run_replica(
     // ── model + adapter ────────────────────────────────────────────────────────────────
     let m = &recipe.model;
     let mut lm = model::load_with(&model_dir, kind, device, m.quantize, &m.quantize_skip)?;
-    let adapter_cfg = attach_adapter(&mut lm, &recipe, &model_dir)?;
+    let adapter_cfg = attach_adapter(&mut lm, &recipe, &model_dir, &base)?;
     let objective = Objective::new(&recipe, &mut lm, &encoder, replicas)?;
     let adapted = lm
         .linears_mut()
@@ -388,9 +400,18 @@ fn run_replica(
             &state,
             t.keep_checkpoints,
         )?;
-        adapter::save(&mut lm, &adapter_cfg, &out_dir.join("adapter"))?;
+        let adapter_dir = out_dir.join("adapter");
+        adapter::save(&mut lm, &adapter_cfg, &adapter_dir)?;
         let curves = plot::Curves::of_run(&out_dir, state.held_out_before.as_ref())?;
         plot::write_training_plot(&out_dir, &curves)?;
+        card::write(&card::CardInput {
+            out: &adapter_dir,
+            base: &base,
+            adapter_dir: &adapter_dir,
+            adapter: &adapter_cfg,
+            card: card::Card::Adapter,
+            eval_results: None,
+        })?;
     }
     Ok(Summary {
         out_dir,
@@ -414,8 +435,31 @@ fn shared(
     move |sample, opts| encoder.encode_with(sample, opts)
 }
 
+/// Where the training data came from, as its Parquet files record it (`loam data gettext`
+/// writes that), into the run directory for the cards: nothing when no file says.
+fn write_data_provenance(recipe: &Recipe, out_dir: &Path) -> Result<()> {
+    let mut all = Vec::new();
+    for source in &recipe.data.train {
+        let path = Path::new(&source.path);
+        if path.is_file() {
+            all.extend(Provenance::read(path)?);
+        }
+    }
+    if let Some(provenance) = Provenance::union(&all) {
+        let path = out_dir.join(card::PROVENANCE_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&provenance)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// A fresh adapter from `[lora]`, or the PEFT adapter `lora.from` names (its own r/alpha/targets).
-fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe, model_dir: &Path) -> Result<AdapterConfig> {
+fn attach_adapter(
+    lm: &mut CausalLm,
+    recipe: &Recipe,
+    model_dir: &Path,
+    base: &Identity,
+) -> Result<AdapterConfig> {
     let l = &recipe.lora;
     if !l.from.is_empty() {
         if l.trainable_tokens != Default::default() {
@@ -438,8 +482,13 @@ fn attach_adapter(lm: &mut CausalLm, recipe: &Recipe, model_dir: &Path) -> Resul
         use_dora: l.dora,
         lora_dropout: l.dropout,
         bias: "none".into(),
-        // As the user named it (a hub id or a path), as PEFT records it.
-        base_model_name_or_path: Some(recipe.model.path.clone()),
+        // The base's Hub id where known (what PEFT loads it by once published), else the
+        // model as the user named it, as PEFT records it.
+        base_model_name_or_path: Some(
+            base.hub_id
+                .clone()
+                .unwrap_or_else(|| recipe.model.path.clone()),
+        ),
         inference_mode: false,
         fan_in_fan_out: false,
         rank_pattern: Default::default(),

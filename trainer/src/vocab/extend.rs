@@ -12,6 +12,7 @@
 
 use super::report::{self, PartReport, Report};
 use super::resize;
+use crate::export::card::identity::Identity;
 use crate::export::shards;
 use crate::fsutil;
 use crate::model::ModelSpec;
@@ -53,10 +54,12 @@ pub struct ExtendOptions {
     pub force: bool,
 }
 
-/// Extends the model in `model_dir` (resolved; `model_arg` as the user named it) into `out`.
+/// Extends the model in `model_dir` (resolved; `model_arg` as the user named it,
+/// `base_identity` what its README.md names it) into `out`.
 pub fn extend(
     model_dir: &Path,
     model_arg: &str,
+    base_identity: &Identity,
     out: &Path,
     opts: &ExtendOptions,
 ) -> Result<Report> {
@@ -158,6 +161,20 @@ pub fn extend(
             held_out: PartReport::new(&held_before, &held_after),
         };
         report.write(tmp)?;
+        let body = format!(
+            "Its tokenizer extended by `loam vocab extend` with {} new tokens learned from `{}` \
+             (rows {}..{} of the vocabulary, each initialised to the mean of the rows of the base \
+             tokens it replaces). Not trained yet: train the new rows with \
+             `lora.trainable_tokens = \"new\"`.",
+            ext.tokens.len(),
+            Path::new(&opts.data.path).file_name().map_or_else(
+                || opts.data.path.clone(),
+                |n| n.to_string_lossy().into_owned()
+            ),
+            ext.first_id,
+            ext.vocab_len(),
+        );
+        crate::export::card::model::write_derived(tmp, base_identity, "extended-vocab", &body)?;
         Ok(report)
     })
 }

@@ -27,7 +27,12 @@ pub fn resized_rows(base: &Tensor, vocab_size: i64, ext: &Extension) -> Tensor {
     let base = base.to_kind(Kind::Float);
     let (v0, hidden) = base.size2().expect("an embedding is [vocab, hidden]");
     let tokens = i64::from(ext.first_id).min(v0);
-    let mean = base.narrow(0, 0, tokens).mean_dim(0, false, Kind::Float);
+    // Summed in f64: tens of thousands of rows in f32 would round by summation order,
+    // which differs between CPU kernels.
+    let mean = base
+        .narrow(0, 0, tokens)
+        .mean_dim(0, false, Kind::Double)
+        .to_kind(Kind::Float);
     let out = mean
         .unsqueeze(0)
         .expand([vocab_size, hidden], true)
