@@ -99,9 +99,10 @@ show $loam train recipes/gettext-translate.toml "${dtype[@]}" \
 
 # ── 5. the adapted model on the same held-out split ────────────────────────────────────
 say "5. with the adapter: the same held-out messages"
+# --card: the results go into the adapter's model card (README.md model-index) too
 show $loam eval --model "$model" --adapter "$run/train/adapter" --data "$run/data/eval.parquet" \
   --format chat --seq-len 256 --generate --max-new-tokens "$gen_tokens" \
-  --predictions "$run/predictions-after.jsonl" --json | tee "$run/eval-after.json"
+  --predictions "$run/predictions-after.jsonl" --card --json | tee "$run/eval-after.json"
 
 # ── 6. publishable artifacts: merged model, q8_0 GGUF + Modelfile ───────────────────────
 say "6. merging the adapter into a full model, and exporting a q8_0 GGUF for llama.cpp / Ollama"
@@ -121,8 +122,8 @@ before, after = (json.load(open(f"{run}/eval-{w}.json")) for w in ("before", "af
 train = json.load(open(f"{run}/train/summary.json"))
 data = json.load(open(f"{run}/data/summary.json"))
 preds = [[json.loads(l) for l in open(f"{run}/predictions-{w}.jsonl")] for w in ("before", "after")]
-# a few short, different messages spread over the split
-picks = [i for i, p in enumerate(preds[0]) if len(p["prompt"]) < 90][::max(1, len(preds[0]) // 40)][:4]
+# the first six messages of the held-out split, as they come (not chosen)
+picks = range(min(6, len(preds[0])))
 print("held-out translations (never trained on; each answer's chrF++):")
 for i in picks:
     b, a = preds[0][i], preds[1][i]
@@ -139,6 +140,8 @@ print(f"chrF++:      {before['chrf']:.2f} -> {after['chrf']:.2f}   "
       f"BLEU {before['bleu']:.2f} -> {after['bleu']:.2f}   "
       f"exact match {100 * before['exact_match']:.1f}% -> {100 * after['exact_match']:.1f}%   "
       f"({after['generated']} held-out messages, greedy)")
+print(f"answers:     looping {100 * before['looping']:.1f}% -> {100 * after['looping']:.1f}%   "
+      f"ending at their end of turn {100 * before['stopped']:.1f}% -> {100 * after['stopped']:.1f}%")
 print(f"training:    {train['steps']} steps, {train['tokens']} trained tokens, "
       f"{train['tokens_per_s']:.0f} tokens/s, peak memory {train['peak_rss_bytes'] / 2**30:.2f} GiB")
 print(f"wall time:   {wall // 60} min {wall % 60} s (setup included)")

@@ -12,75 +12,6 @@ use std::path::{Path, PathBuf};
 
 const BASE_ID: &str = "HuggingFaceTB/SmolLM2-135M-Instruct";
 
-/// A Welsh gettext dataset in `dir/data` (train, eval, dataset card).
-fn welsh_data(dir: &Path) -> PathBuf {
-    let locale = dir.join("locale");
-    let messages: Vec<(String, String)> = (0..40)
-        .map(|i| (format!("Open file {i}"), format!("Agor ffeil {i}")))
-        .collect();
-    let pairs: Vec<(&str, &str)> = messages
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    write_catalog(&locale, "cy", "app", &pairs);
-    let data = dir.join("data");
-    let out = loam(&[
-        "data",
-        "gettext",
-        "--lang",
-        "cy",
-        "--locale-dir",
-        s(&locale),
-        "--out",
-        s(&data),
-        "--eval-fraction",
-        "0.25",
-    ]);
-    assert_success(&out, "loam data gettext");
-    data
-}
-
-/// A recipe training the tiny SmolLM2-shaped model on `data` for 3 steps, with held-out
-/// chrF++ / BLEU; `extra` lines go into `[model]`.
-fn recipe(dir: &Path, model: &Path, data: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("recipe.toml");
-    let text = format!(
-        r#"
-[model]
-path = "{model}"
-dtype = "f32"
-device = "cpu"
-{extra}
-[lora]
-r = 4
-alpha = 8
-targets = "all-linear"
-[data]
-seq_len = 64
-train_on = "assistant"
-[[data.train]]
-path = "{train}"
-format = "chat"
-[[data.eval]]
-path = "{eval}"
-format = "chat"
-[train]
-steps = 3
-micro_batch = 2
-grad_accum = 1
-lr = 1e-2
-eval_every = 3
-eval_generate = 4
-eval_max_new_tokens = 8
-"#,
-        model = model.display(),
-        train = data.join("train.parquet").display(),
-        eval = data.join("eval.parquet").display(),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// The tiny model as a Hub snapshot holds it: with a README whose front matter gives its
 /// licence and language.
 fn base_with_readme(dir: &Path) -> PathBuf {
@@ -111,9 +42,9 @@ fn strings(v: &Value) -> Vec<&str> {
 #[test]
 fn cards_and_gguf_metadata_name_the_base_the_data_and_the_results() {
     let dir = temp_dir("cards");
-    let data = welsh_data(&dir);
+    let data = welsh_gettext_data(&dir);
     let base = base_with_readme(&dir);
-    let recipe = recipe(&dir, &base, &data, &format!("hub_id = \"{BASE_ID}\""));
+    let recipe = write_chat_recipe(&dir, &base, &data, &format!("hub_id = \"{BASE_ID}\""), "");
     let run = dir.join("run");
     assert_success(&train(&recipe, &run, &[]), "loam train");
     let merged = dir.join("merged");
@@ -293,8 +224,8 @@ fn cards_and_gguf_metadata_name_the_base_the_data_and_the_results() {
 #[test]
 fn without_a_hub_id_cards_leave_the_base_out_and_say_how_to_set_it() {
     let dir = temp_dir("cards-no-id");
-    let data = welsh_data(&dir);
-    let recipe = recipe(&dir, &model("smollm2-135m"), &data, "");
+    let data = welsh_gettext_data(&dir);
+    let recipe = write_chat_recipe(&dir, &model("smollm2-135m"), &data, "", "");
     let run = dir.join("run");
     let out = train(&recipe, &run, &[]);
     assert_success(&out, "loam train");
@@ -316,6 +247,36 @@ fn without_a_hub_id_cards_leave_the_base_out_and_say_how_to_set_it() {
     let data = &report["models"][s(&adapter)]["data"];
     assert!(data.get("base_model").is_none(), "{data}");
     assert!(data.get("base_model_relation").is_none(), "{data}");
+
+    // `loam eval --card` records what it measured in the adapter's model-index.
+    let (tiny, held_out) = (model("smollm2-135m"), dir.join("data/eval.parquet"));
+    let eval_args = [
+        "eval",
+        "--model",
+        s(&tiny),
+        "--data",
+        s(&held_out),
+        "--format",
+        "chat",
+        "--seq-len",
+        "64",
+        "--json",
+        "--card",
+    ];
+    assert_clean_failure(&loam(&eval_args), &["--card", "--adapter"]);
+    let out = loam(&[&eval_args[..], &["--adapter", s(&adapter)]].concat());
+    assert_success(&out, "loam eval --card");
+    let measured: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = cards(&["--model", s(&adapter)]);
+    let results = report["models"][s(&adapter)]["eval_results"]
+        .as_array()
+        .unwrap();
+    let loss = results.iter().find(|r| r["metric_type"] == "loss").unwrap();
+    assert!(
+        // the card rounds to 4 decimals
+        (loss["metric_value"].as_f64().unwrap() - measured["loss"].as_f64().unwrap()).abs() <= 5e-5,
+        "card {loss} vs eval {measured}"
+    );
 
     // A hub id that is not `org/name` is refused, naming the key.
     for bad in ["SmolLM2-135M", "a/b/c", "has space/x"] {

@@ -429,14 +429,7 @@ fn gettext(locale: &Path, out: &Path, extra: &[&str]) -> Output {
 fn data_gettext_builds_chats_that_training_reads() {
     let dir = temp_dir("gettext");
     let locale = dir.join("locale");
-    let messages: Vec<(String, String)> = (0..40)
-        .map(|i| (format!("Open file {i}"), format!("Agor ffeil {i}")))
-        .collect();
-    let pairs: Vec<(&str, &str)> = messages
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    write_catalog(&locale, "cy", "app", &pairs);
+    write_welsh_catalog(&locale, 40);
     write_catalog(
         &locale,
         "cy",

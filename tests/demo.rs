@@ -156,20 +156,25 @@ fn the_demo_runs_the_whole_story_and_the_held_out_loss_falls() {
         assert_eq!(meta["license"], "apache-2.0", "SmolLM2's GGUF says so");
         assert_eq!(meta["language"], serde_json::json!(["en", "cy"]));
     }
-    let results = report["models"][s(&merged)]["eval_results"]
-        .as_array()
-        .unwrap();
-    let chrf = results
-        .iter()
-        .find(|r| r["metric_type"] == "chrf")
-        .expect("chrF++ in the model-index");
-    assert!(
-        (chrf["metric_value"].as_f64().unwrap() - after["chrf"].as_f64().unwrap()).abs() < 1e-3
-    );
-    assert!(
-        results.iter().any(|r| r["metric_type"] == "bleu"),
-        "{results:?}"
-    );
+    // The merged card gets the held-out results through `merge --eval-results`, the
+    // adapter's through `eval --card`: both show what step 5 measured.
+    for card in [&merged, &adapter] {
+        let results = report["models"][s(card)]["eval_results"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no eval results in {}", card.display()));
+        let chrf = results
+            .iter()
+            .find(|r| r["metric_type"] == "chrf")
+            .expect("chrF++ in the model-index");
+        assert!(
+            (chrf["metric_value"].as_f64().unwrap() - after["chrf"].as_f64().unwrap()).abs() < 1e-3,
+            "{chrf} vs {after}"
+        );
+        assert!(
+            results.iter().any(|r| r["metric_type"] == "bleu"),
+            "{results:?}"
+        );
+    }
     let general = &report["ggufs"][s(&gguf)];
     assert_eq!(
         general["general.name"], "SmolLM2 135M Instruct cy-lora",

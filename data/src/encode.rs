@@ -56,6 +56,7 @@ impl Encoder {
     ) -> Result<Encoder> {
         let tokenizer = tokenizer.into();
         let mut template_error = None;
+        let supplied = template.is_some();
         let template = match template {
             Some(t) => Some(t),
             // The model's own template matters only for chats: a broken one fails chat rows,
@@ -76,7 +77,7 @@ impl Encoder {
             end_of_turn: None,
             warnings: Vec::new(),
         };
-        let (end_of_turn, warning) = encoder.check_end_of_turn();
+        let (end_of_turn, warning) = encoder.check_end_of_turn(supplied);
         encoder.end_of_turn = end_of_turn;
         if let Some(w) = warning {
             tracing::warn!("{w}");
@@ -86,23 +87,14 @@ impl Encoder {
     }
 
     /// The encoder a recipe's `[data]` asks for: its `train_on`, and its `chat_template`
-    /// (inline Jinja or a `.jinja` file) in place of the model's own when set.
+    /// (a built-in template's name, a `.jinja` file or inline Jinja) in place of the model's
+    /// own when set.
     pub fn for_data_config(tokenizer: Tokenizer, cfg: &DataConfig) -> Result<Encoder> {
-        let template = match &cfg.chat_template {
-            None => None,
-            Some(value) => {
-                let path = std::path::Path::new(value);
-                let (origin, text) = if value.ends_with(".jinja") {
-                    let text = std::fs::read_to_string(path).map_err(|e| {
-                        anyhow::anyhow!("data.chat_template: cannot read {}: {e}", path.display())
-                    })?;
-                    (path.display().to_string(), text)
-                } else {
-                    ("recipe data.chat_template".to_string(), value.clone())
-                };
-                Some(ChatTemplate::from_string(&origin, &text, &tokenizer)?)
-            }
-        };
+        let template = cfg
+            .chat_template
+            .as_deref()
+            .map(|value| ChatTemplate::from_setting("data.chat_template", value, &tokenizer))
+            .transpose()?;
         Encoder::new(tokenizer, template, cfg.train_on, true)
     }
 
@@ -272,7 +264,9 @@ impl Encoder {
                 bail!(
                     "{dir}the model has no chat template (no chat_template in \
                      tokenizer_config.json, no chat_template.jinja): set `chat_template` in the \
-                     recipe's [data] section, or use the `text` or `prompt_completion` format"
+                     recipe's [data] section (or --chat-template) to a built-in one ({}), a \
+                     .jinja file or Jinja, or use the `text` or `prompt_completion` format",
+                    crate::template::builtin::names()
                 )
             }
         }
@@ -281,7 +275,11 @@ impl Encoder {
     /// Finds the end-of-turn token on a probe conversation, and what is wrong with it: a
     /// template whose turns end with a token generation does not stop on makes a tuned model
     /// that never stops.
-    fn check_end_of_turn(&self) -> (Option<u32>, Option<String>) {
+    ///
+    /// A `supplied` template (a recipe's, a flag's) is not the model's: loam's generation
+    /// stops on its end of turn anyway, and `loam merge` / `loam gguf import` write that stop
+    /// into the directories they make, so a missing stop is no warning then.
+    fn check_end_of_turn(&self, supplied: bool) -> (Option<u32>, Option<String>) {
         let Some(template) = self.template.as_ref() else {
             return (None, None);
         };
@@ -334,6 +332,14 @@ impl Encoder {
         }
         let stops = self.tokenizer.generation_eos_ids();
         if stops.contains(&last) {
+            return (Some(last), None);
+        }
+        if supplied {
+            tracing::debug!(
+                "{} ends turns with {:?} (id {last}): generation stops on it too",
+                template.origin(),
+                name(last)
+            );
             return (Some(last), None);
         }
         let stop_names: Vec<String> = stops.iter().map(|&id| name(id)).collect();
@@ -725,6 +731,13 @@ mod tests {
                 && w.contains("generation_config.json"),
             "{w}"
         );
+        // A template loam supplies: generation stops on its end of turn, and merge / import
+        // write that stop, so nothing is for the user to fix.
+        let tok = tokenizer("llama3-base-eos");
+        let supplied = ChatTemplate::from_setting("test", "llama3", &tok).unwrap();
+        let quiet = Encoder::new(tok, Some(supplied), TrainOn::Assistant, true).unwrap();
+        assert_eq!(quiet.end_of_turn_id(), Some(eot));
+        assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
     }
 
     #[test]

@@ -27,10 +27,16 @@ Writes DIR/templates/:
                      or assistant_mask / last_assistant_mask (0/1 per token, by prefix
                      rendering) and, for the *-generation templates, hf_assistant_mask
                      (return_assistant_tokens_mask=True)}]}
+  expected_builtin_templates.json {"cases": [{template (a loam built-in template's name),
+                     tokenizer (the family dir it is rendered with), conversation, messages,
+                     bos (the BOS the template writes first: llama.cpp's tokenizer adds it
+                     for gemma and llama3), llama_cpp and llama_cpp_generation_prompt
+                     (llama_chat_apply_template of llama.cpp's built-in template of that
+                     name, without and with the assistant prompt)}]}
 
-Idempotent: DIR/data.stamp holds a hash of this file, common.py, SmolLM2's tokenizer files
-and the reference package versions; when it matches nothing is done. Otherwise everything
-is built under DIR/.tmp-data-<pid>/ and renamed into place; the stamp is written last.
+Idempotent: DIR/data.stamp holds a hash of this file, common.py, the llama-cpp-python pin,
+SmolLM2's tokenizer files and the reference package versions; when it matches nothing is
+done. Otherwise everything is built under DIR/.tmp-data-<pid>/ and renamed into place; the stamp is written last.
 """
 
 from __future__ import annotations
@@ -643,6 +649,57 @@ def chat_cases(tokenizer, name: str) -> list[dict]:
     return cases
 
 
+# loam's built-in chat templates (data/src/template/builtin.rs), the family fixture dir each
+# is rendered with, and whether llama.cpp's tokenizer puts a BOS before the rendered text.
+BUILTIN_TEMPLATES = {
+    "chatml": ("chatml", False),
+    "gemma": ("gemma3", True),
+    "llama3": ("llama3", True),
+    "phi3": ("phi3", False),
+}
+
+
+def llama_cpp_chat(template: str, messages: list[dict], add_assistant: bool) -> str:
+    """llama.cpp's own rendering of its built-in template `template` (no model needed)."""
+    import ctypes
+
+    import llama_cpp
+    chat = (llama_cpp.llama_chat_message * len(messages))()
+    keep = []  # the C strings must outlive the call
+    for i, m in enumerate(messages):
+        role, content = m["role"].encode(), m["content"].encode()
+        keep += [role, content]
+        chat[i].role, chat[i].content = role, content
+    size = 1 << 14
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_chat_apply_template(template.encode(), chat, len(messages),
+                                                add_assistant, buf, size)
+        if n < 0:
+            raise RuntimeError(f"llama.cpp does not know the chat template {template!r}")
+        if n <= size:
+            return buf.raw[:n].decode()
+        size = n
+
+
+def builtin_template_cases(tokenizer_dirs: Path) -> list[dict]:
+    from transformers import AutoTokenizer
+    cases = []
+    for name, (family, writes_bos) in BUILTIN_TEMPLATES.items():
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dirs / family))
+        for conversation, messages in CONVERSATIONS.items():
+            cases.append({
+                "template": name,
+                "tokenizer": family,
+                "conversation": conversation,
+                "messages": messages,
+                "bos": tokenizer.bos_token if writes_bos else "",
+                "llama_cpp": llama_cpp_chat(name, messages, False),
+                "llama_cpp_generation_prompt": llama_cpp_chat(name, messages, True),
+            })
+    return cases
+
+
 def build(out_dir: Path, tmp: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -706,6 +763,11 @@ def build(out_dir: Path, tmp: Path) -> None:
         "versions": common.package_versions(),
         "cases": expected_chat,
     })
+    common.write_json(tmp / "expected_builtin_templates.json", {
+        "generated_by": "scripts/oracle/fixtures_data.py",
+        "versions": common.package_versions(),
+        "cases": builtin_template_cases(tmp),
+    })
 
 
 def main() -> int:
@@ -723,10 +785,11 @@ def main() -> int:
     stamp_file = out_dir / STAMP_NAME
     stamp = common.source_stamp([
         Path(__file__).resolve(), HERE / "common.py",
+        HERE.parent / "requirements-llama-cpp.txt",  # llama.cpp renders the built-in templates
         smol / "tokenizer.json", smol / "tokenizer_config.json", smol / "chat_template.jinja",
     ])
     if (not args.force and common.stamp_matches(stamp_file, stamp)
-            and (out_dir / OWNED / "expected_chat.json").is_file()):
+            and (out_dir / OWNED / "expected_builtin_templates.json").is_file()):
         print(f"fixtures up to date: {out_dir}/{OWNED} (stamp {stamp[:12]})")
         return 0
     if stamp_file.exists():

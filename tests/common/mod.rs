@@ -313,6 +313,55 @@ eval_every = 3
     path
 }
 
+/// A recipe training `model` on the chats of `data` (train.parquet, eval.parquet: see
+/// [`welsh_gettext_data`]) for 3 steps, with held-out chrF++ / BLEU; `model_keys` and
+/// `data_keys` are lines added to `[model]` and `[data]`.
+pub fn write_chat_recipe(
+    dir: &Path,
+    model: &Path,
+    data: &Path,
+    model_keys: &str,
+    data_keys: &str,
+) -> PathBuf {
+    let path = dir.join("recipe.toml");
+    let text = format!(
+        r#"
+[model]
+path = "{model}"
+dtype = "f32"
+device = "cpu"
+{model_keys}
+[lora]
+r = 4
+alpha = 8
+targets = "all-linear"
+[data]
+seq_len = 64
+train_on = "assistant"
+{data_keys}
+[[data.train]]
+path = "{train}"
+format = "chat"
+[[data.eval]]
+path = "{eval}"
+format = "chat"
+[train]
+steps = 3
+micro_batch = 2
+grad_accum = 1
+lr = 1e-2
+eval_every = 3
+eval_generate = 4
+eval_max_new_tokens = 8
+"#,
+        model = model.display(),
+        train = data.join("train.parquet").display(),
+        eval = data.join("eval.parquet").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// `got` within `rel` of `want` (relative), both printed.
 pub fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
     println!("{what}: {got:.8} vs {want:.8}");
@@ -326,6 +375,40 @@ pub fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
 /// A locale directory as distributions lay it out: `root/<lang>/LC_MESSAGES/<name>.mo`.
 pub fn write_catalog(root: &Path, lang: &str, name: &str, pairs: &[(&str, &str)]) -> PathBuf {
     loam_data::gettext::write_catalog(root, lang, name, pairs).unwrap()
+}
+
+/// The Welsh catalog `app` of `n` messages `Open file I` → `Agor ffeil I` under `root`.
+pub fn write_welsh_catalog(root: &Path, n: usize) -> PathBuf {
+    let messages: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("Open file {i}"), format!("Agor ffeil {i}")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    write_catalog(root, "cy", "app", &pairs)
+}
+
+/// A Welsh gettext dataset of 40 chats in `dir/data` (train.parquet, eval.parquet with a
+/// quarter of them, the dataset card), from a catalog written under `dir/locale`.
+pub fn welsh_gettext_data(dir: &Path) -> PathBuf {
+    let locale = dir.join("locale");
+    write_welsh_catalog(&locale, 40);
+    let data = dir.join("data");
+    let out = loam(&[
+        "data",
+        "gettext",
+        "--lang",
+        "cy",
+        "--locale-dir",
+        s(&locale),
+        "--out",
+        s(&data),
+        "--eval-fraction",
+        "0.25",
+    ]);
+    assert_success(&out, "loam data gettext");
+    data
 }
 
 /// How many leading steps of a `common.greedy` answer transformers decided clearly.

@@ -3,11 +3,13 @@
 
 use crate::eval::generation::{self, GenerationOptions, Task};
 use crate::eval::{self, EvalExample};
+use crate::export::card::identity::Identity;
+use crate::export::card::model as card;
+use crate::train::held_out::HeldOutScores;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use loam_data::encode::Encoder;
 use loam_data::source::Source;
-use loam_data::{Format, Tokenizer, TrainOn};
+use loam_data::{Format, TrainOn};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -24,7 +26,7 @@ pub struct EvalArgs {
     seq_len: usize,
     /// Print one JSON object on stdout: {"loss", "perplexity", "tokens", "rows",
     /// "bits_per_byte", "bytes", "bits_per_char", "chars"} (with --generate also "chrf",
-    /// "bleu", "exact_match", "generated").
+    /// "bleu", "exact_match", "looping", "stopped", "generated").
     #[arg(long)]
     json: bool,
     /// Also answer each row's prompt (chat: the turns before the last assistant turn;
@@ -43,15 +45,22 @@ pub struct EvalArgs {
     batch_size: usize,
     #[command(flatten)]
     sampling: super::generate::SamplingArgs,
+    /// With --adapter: record these held-out results (loss, bits per byte, and with
+    /// --generate chrF++ and BLEU) in the adapter's model card (README.md `model-index`), so
+    /// the adapter published from it shows what was measured.
+    #[arg(long)]
+    card: bool,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
     if args.predictions.is_some() && !args.generate {
         bail!("--predictions writes the answers of --generate; add --generate");
     }
+    if args.card && args.model.adapter.is_none() {
+        bail!("--card records the results in an adapter's model card; add --adapter DIR");
+    }
     let sampling = args.sampling.sampling()?;
     let (lm, dir) = args.model.load()?;
-    let tokenizer = Tokenizer::from_model_dir(&dir)?;
     let source_config = args.source.config()?;
     if source_config.format == Format::Preference {
         bail!(
@@ -60,7 +69,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let source = Source::open(0, &source_config)?;
 
-    let encoder = Encoder::new(tokenizer, None, args.train_on, source_config.add_eos)?;
+    let encoder = args
+        .model
+        .encoder(&dir, args.train_on, source_config.add_eos)?;
     let opts = encoder.options();
     let mut tasks = Vec::new();
     let examples = source.rows().map(|row| -> Result<EvalExample> {
@@ -85,6 +96,27 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         result.generation = Some(generation::score(&predictions));
     }
+    if let (true, Some(adapter_dir)) = (args.card, &args.model.adapter) {
+        let base = Identity::of_adapter_base(
+            &dir,
+            &args.model.model,
+            adapter_dir,
+            None,
+            "base_model_name_or_path",
+        )?;
+        card::write(&card::CardInput {
+            out: adapter_dir,
+            base: &base,
+            adapter_dir,
+            adapter: &crate::adapter::read_config(adapter_dir)?,
+            card: card::Card::Adapter,
+            eval_results: Some(HeldOutScores::from(&result)),
+        })?;
+        tracing::info!(
+            "recorded the results in {}",
+            adapter_dir.join("README.md").display()
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
@@ -100,10 +132,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
         if let Some(g) = &result.generation {
             println!(
-                "chrF++ {:.2}  BLEU {:.2}  exact match {:.1}%  over {} generated answers",
+                "chrF++ {:.2}  BLEU {:.2}  exact match {:.1}%  looping {:.1}%  stopped {:.1}%  over {} generated answers",
                 g.chrf,
                 g.bleu,
                 100.0 * g.exact_match,
+                100.0 * g.looping,
+                100.0 * g.stopped,
                 g.generated
             );
         }

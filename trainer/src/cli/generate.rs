@@ -3,8 +3,7 @@
 use crate::generate::{self, Prompt, Sampling, Stop, TextStream};
 use anyhow::{bail, Result};
 use clap::Args;
-use loam_data::encode::Encoder;
-use loam_data::{Message, Tokenizer, TrainOn};
+use loam_data::{Message, TrainOn};
 use std::io::Write;
 use std::time::Instant;
 
@@ -73,14 +72,15 @@ impl SamplingArgs {
 pub fn run(args: GenerateArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?;
     let (lm, dir) = args.model.load()?;
-    let encoder = Encoder::new(Tokenizer::from_model_dir(&dir)?, None, TrainOn::All, false)?;
+    let encoder = args.model.encoder(&dir, TrainOn::All, false)?;
     let tokenizer = encoder.tokenizer();
     let chat = !args.raw;
     if chat && encoder.template().is_none() {
         bail!(
             "{} has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); \
-             pass --raw to continue plain text",
-            dir.display()
+             pass --chat-template NAME (built-in: {}) or --raw to continue plain text",
+            dir.display(),
+            loam_data::template::builtin::names()
         );
     }
     let stdout = std::io::stdout();

@@ -80,6 +80,11 @@ struct ImportArgs {
     /// the GGUF's `general.*` keys.
     #[arg(long, value_name = "ORG/NAME")]
     hub_id: Option<String>,
+    /// The chat template, in place of the GGUF's own or for a base model that has none: a
+    /// built-in one by name (chatml, gemma, llama3, phi3), a .jinja file, or inline Jinja.
+    /// Generation then stops on its end-of-turn token too.
+    #[arg(long, value_name = "NAME|FILE.jinja")]
+    chat_template: Option<String>,
 }
 
 pub fn run(args: GgufArgs) -> Result<()> {
@@ -128,7 +133,18 @@ pub fn run(args: GgufArgs) -> Result<()> {
             if let Some(id) = &a.hub_id {
                 identity::check_hub_id(id, "--hub-id")?;
             }
-            gguf::import(&a.file, &a.out, a.hub_id.as_deref(), a.force)?;
+            let template = a
+                .chat_template
+                .as_deref()
+                .map(|t| loam_data::template::setting_source("--chat-template", t))
+                .transpose()?;
+            gguf::import(
+                &a.file,
+                &a.out,
+                a.hub_id.as_deref(),
+                template.as_ref(),
+                a.force,
+            )?;
             tracing::info!(
                 "wrote {} in {:.1}s",
                 a.out.display(),

@@ -1,6 +1,6 @@
 //! `loam merge`: bake a PEFT adapter into its base model and write a Hugging Face model dir.
 
-use crate::export::card::identity::{self, Identity};
+use crate::export::card::identity::Identity;
 use crate::export::card::model as card;
 use crate::export::merge;
 use crate::{hub, runtime};
@@ -60,13 +60,11 @@ pub fn run(args: MergeArgs) -> Result<()> {
         onto_dequantized: args.onto_dequantized,
     };
     let model_dir = hub::resolve_model(&args.model)?;
-    let from_adapter = crate::adapter::read_config(&args.adapter)?
-        .base_model_name_or_path
-        .filter(|id| identity::is_hub_id(id) && !std::path::Path::new(id).exists());
-    let base = Identity::of_base(
+    let base = Identity::of_adapter_base(
         &model_dir,
         &args.model,
-        args.base_model_id.as_deref().or(from_adapter.as_deref()),
+        &args.adapter,
+        args.base_model_id.as_deref(),
         "--base-model-id",
     )?;
     let eval_results = args
@@ -82,6 +80,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
         &args.out,
         &opts,
     )?;
+    base.warn_if_unlinked("--base-model-id");
     eprintln!(
         "merged {} of {} tensors into {} ({}, {:.1} MB in {} shard{}) in {:.1}s, peak memory {}",
         s.merged,

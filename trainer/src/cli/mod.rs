@@ -89,6 +89,10 @@ pub(crate) struct ModelArgs {
     /// model is 4-bit anyway).
     #[arg(long, default_value = "none", value_parser = crate::model::quant::Quantize::parse)]
     quantize: crate::model::quant::Quantize,
+    /// The chat template, in place of the model's own (or for a model that has none): a
+    /// built-in one by name (chatml, gemma, llama3, phi3), a .jinja file, or inline Jinja.
+    #[arg(long, value_name = "NAME|FILE.jinja")]
+    chat_template: Option<String>,
 }
 
 impl ModelArgs {
@@ -104,6 +108,32 @@ impl ModelArgs {
             lm.fold_trainable_tokens();
         }
         Ok((lm, dir))
+    }
+
+    /// The encoder for the model in `dir`: its tokenizer, and the chat template
+    /// `--chat-template` names, else the one the adapter was trained with (`loam train` saves
+    /// it beside the adapter when the recipe set one), else the model's own.
+    pub(crate) fn encoder(
+        &self,
+        dir: &std::path::Path,
+        train_on: loam_data::TrainOn,
+        add_eos: bool,
+    ) -> Result<loam_data::encode::Encoder> {
+        let tokenizer = loam_data::Tokenizer::from_model_dir(dir)?;
+        let adapters = self
+            .adapter
+            .as_ref()
+            .map(|a| a.join(loam_data::template::install::FILE))
+            .filter(|f| f.is_file());
+        let setting = match (&self.chat_template, &adapters) {
+            (Some(t), _) => Some(("--chat-template", t.clone())),
+            (None, Some(file)) => Some(("--adapter", file.display().to_string())),
+            (None, None) => None,
+        };
+        let template = setting
+            .map(|(key, value)| loam_data::ChatTemplate::from_setting(key, &value, &tokenizer))
+            .transpose()?;
+        loam_data::encode::Encoder::new(tokenizer, template, train_on, add_eos)
     }
 }
 

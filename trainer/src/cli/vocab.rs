@@ -66,6 +66,7 @@ pub fn run(command: VocabCommand) -> Result<()> {
         "--base-model-id",
     )?;
     let report = extend::extend(&model_dir, &args.model, &base, &args.out, &opts)?;
+    base.warn_if_unlinked("--base-model-id");
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

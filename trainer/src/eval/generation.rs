@@ -86,6 +86,8 @@ pub struct Prediction {
     pub chrf: f64,
     pub new_tokens: usize,
     pub stop: Stop,
+    /// The answer repeats a word three times in a row ([`loops`]).
+    pub loops: bool,
 }
 
 /// Corpus scores of a set of answers.
@@ -97,6 +99,11 @@ pub struct Scores {
     pub bleu: f64,
     /// Fraction of answers equal to their reference (both trimmed of surrounding whitespace).
     pub exact_match: f64,
+    /// Fraction of answers that loop: a word three times in a row ([`loops`]).
+    pub looping: f64,
+    /// Fraction of answers that ended at a stop token (end of turn, EOS), not the length
+    /// limit.
+    pub stopped: f64,
     /// Answers scored.
     pub generated: usize,
 }
@@ -135,6 +142,7 @@ pub fn predict(
             let prediction = tokenizer.decode(&ids, true)?;
             Ok(Prediction {
                 chrf: super::chrf::sentence_chrf(&prediction, &task.reference),
+                loops: loops(&prediction),
                 prompt: task.prompt.clone(),
                 reference: task.reference.clone(),
                 prediction,
@@ -145,25 +153,44 @@ pub fn predict(
         .collect()
 }
 
-/// Corpus chrF++, BLEU and exact match of predictions.
+/// Corpus chrF++, BLEU, exact match, looping and stopping rates of predictions.
 pub fn score(predictions: &[Prediction]) -> Scores {
-    let (mut chrf, mut bleu, mut exact) = (ChrfStats::default(), BleuStats::default(), 0usize);
+    let (mut chrf, mut bleu) = (ChrfStats::default(), BleuStats::default());
     for p in predictions {
         chrf.add(&ChrfStats::segment(&p.prediction, &p.reference));
         bleu.add(&BleuStats::segment(&p.prediction, &p.reference));
-        exact += usize::from(p.prediction.trim() == p.reference.trim());
     }
     let n = predictions.len();
+    let share = |f: &dyn Fn(&Prediction) -> bool| {
+        if n > 0 {
+            predictions.iter().filter(|p| f(p)).count() as f64 / n as f64
+        } else {
+            f64::NAN
+        }
+    };
     Scores {
         chrf: chrf.score(),
         bleu: bleu.score(),
-        exact_match: if n > 0 {
-            exact as f64 / n as f64
-        } else {
-            f64::NAN
-        },
+        exact_match: share(&|p| p.prediction.trim() == p.reference.trim()),
+        looping: share(&|p| p.loops),
+        stopped: share(&|p| p.stop == Stop::StopToken),
         generated: n,
     }
+}
+
+/// Whether `text` repeats a word three times in a row (`yn yn yn`): the degenerate loop a
+/// small model falls into. Words are split at whitespace and compared without case and
+/// surrounding punctuation.
+pub fn loops(text: &str) -> bool {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| c.is_ascii_punctuation())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.windows(3).any(|w| w[0] == w[1] && w[1] == w[2])
 }
 
 /// Writes one JSON line per prediction to `path` (through a temporary name).
@@ -188,4 +215,31 @@ fn progress_bar(total: u64) -> ProgressBar {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loops;
+
+    #[test]
+    fn a_word_three_times_in_a_row_is_a_loop() {
+        for looping in [
+            "Yn yn yn yn yn",
+            "Gwerth y gan yn yn yn",
+            "Agor, agor. AGOR!",
+            "a\nb b\tb",
+        ] {
+            assert!(loops(looping), "{looping:?}");
+        }
+        for fine in [
+            "",
+            "Agor ffeil",
+            "yn y yn y yn",
+            "Cadw a cadw",
+            "... ... ...",
+            "Methwyd canfod socket",
+        ] {
+            assert!(!loops(fine), "{fine:?}");
+        }
+    }
 }

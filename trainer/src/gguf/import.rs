@@ -15,6 +15,7 @@ use super::tokenizer::Vocab;
 use crate::fsutil;
 use crate::model::config::RopeScaling;
 use anyhow::{bail, Context, Result};
+use loam_data::tokenize::TemplateSource;
 use loam_gguf::{GgmlType, GgufFile};
 use serde_json::{json, Value as Json};
 use std::io::{BufWriter, Write};
@@ -63,7 +64,17 @@ struct HParams {
 /// Imports `gguf_path` into the directory `out`, with a README.md that keeps the file's
 /// `general.*` keys and `hub_id` (the model's Hugging Face repo id, when given) for the cards
 /// of what is trained from it. Refuses to replace `out` unless `force`.
-pub fn import(gguf_path: &Path, out: &Path, hub_id: Option<&str>, force: bool) -> Result<()> {
+///
+/// `chat_template` (a built-in template, a file: see `ChatTemplate::from_setting`) replaces
+/// the GGUF's own — or gives one to a base model that has none — and generation stops on its
+/// end-of-turn token (`generation_config.json`).
+pub fn import(
+    gguf_path: &Path,
+    out: &Path,
+    hub_id: Option<&str>,
+    chat_template: Option<&TemplateSource>,
+    force: bool,
+) -> Result<()> {
     if out.exists() && !force {
         bail!(
             "{} already exists; pass --force to replace it",
@@ -103,6 +114,19 @@ pub fn import(gguf_path: &Path, out: &Path, hub_id: Option<&str>, force: bool) -
             &tmp.join("tokenizer_config.json"),
             &vocab.tokenizer_config(hp.context),
         )?;
+        match chat_template {
+            Some(source) => {
+                loam_data::template::install::install(&tmp, source)?;
+            }
+            None if vocab.chat_template.is_none() => tracing::warn!(
+                "{} has no chat template (tokenizer.chat_template): chat data and `loam \
+                 generate` need one; pass --chat-template NAME (built-in: {}) to import it \
+                 with one, or set data.chat_template when training",
+                gguf_path.display(),
+                loam_data::template::builtin::names()
+            ),
+            None => {}
+        }
         let file_name = gguf_path.file_name().unwrap_or_default().to_string_lossy();
         let readme = super::general::imported_readme(&f, &file_name, hub_id);
         std::fs::write(tmp.join("README.md"), readme)

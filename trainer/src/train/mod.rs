@@ -402,6 +402,14 @@ fn run_replica(
         )?;
         let adapter_dir = out_dir.join("adapter");
         adapter::save(&mut lm, &adapter_cfg, &adapter_dir)?;
+        if let Some(setting) = &recipe.data.chat_template {
+            // The template the adapter learned goes with it: `loam eval` / `generate
+            // --adapter` use it, and `loam merge` installs it in the merged model.
+            let source = loam_data::template::setting_source("data.chat_template", setting)?;
+            let path = adapter_dir.join(loam_data::template::install::FILE);
+            std::fs::write(&path, &source.text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         let curves = plot::Curves::of_run(&out_dir, state.held_out_before.as_ref())?;
         plot::write_training_plot(&out_dir, &curves)?;
         card::write(&card::CardInput {
@@ -412,6 +420,7 @@ fn run_replica(
             card: card::Card::Adapter,
             eval_results: None,
         })?;
+        base.warn_if_unlinked("model.hub_id");
     }
     Ok(Summary {
         out_dir,

@@ -84,8 +84,8 @@ impl Identity {
         }
     }
 
-    /// [`Identity::of`] for a base model cards will name, with `explicit` checked (an error
-    /// naming `key` when it is not `org/name`) and one warning when no Hub id is known.
+    /// [`Identity::of`] for a base model cards will name, with `explicit` checked: an error
+    /// naming `key` when it is not `org/name`.
     pub fn of_base(
         model_dir: &Path,
         model_arg: &str,
@@ -95,15 +95,36 @@ impl Identity {
         if let Some(id) = explicit {
             check_hub_id(id, key)?;
         }
-        let identity = Identity::of(model_dir, model_arg, explicit);
-        if identity.hub_id_or_ancestor().is_none() {
+        Ok(Identity::of(model_dir, model_arg, explicit))
+    }
+
+    /// The base an adapter was trained on, as its cards name it: `explicit`, else the Hub id
+    /// the adapter's config records (`base_model_name_or_path`, when it is one and no such
+    /// local path exists), else what [`Identity::of`] finds for `model_dir`.
+    pub fn of_adapter_base(
+        model_dir: &Path,
+        model_arg: &str,
+        adapter_dir: &Path,
+        explicit: Option<&str>,
+        key: &str,
+    ) -> Result<Identity> {
+        let recorded = crate::adapter::read_config(adapter_dir)?
+            .base_model_name_or_path
+            .filter(|id| is_hub_id(id) && !Path::new(id).exists());
+        Identity::of_base(model_dir, model_arg, explicit.or(recorded.as_deref()), key)
+    }
+
+    /// One warning, once the cards are written, when they could not name this base: the
+    /// user learns which `key` links them. (Not before: a run that fails on bad input says
+    /// only what failed.)
+    pub fn warn_if_unlinked(&self, key: &str) {
+        if self.hub_id_or_ancestor().is_none() {
             tracing::warn!(
                 "the base model's Hugging Face repo id is not known (it is not in the Hugging Face \
-                 cache and its README.md does not say), so cards and GGUF metadata leave \
+                 cache and its README.md does not say), so the cards and GGUF metadata leave \
                  `base_model` out; set {key} = \"ORG/NAME\" to link them to it"
             );
         }
-        Ok(identity)
     }
 
     /// The Hub id a card names as the base of a model trained from this one: its own, or —

@@ -115,13 +115,8 @@ pub fn write(input: &CardInput) -> Result<()> {
     let name = format!("{} {finetune}", base.name);
 
     let base_id = base.hub_id_or_ancestor();
-    let mut yaml = Yaml::default();
-    yaml.maybe("base_model", base_id);
-    if base_id.is_some() {
-        yaml.scalar(RELATION, if merged { "finetune" } else { "adapter" });
-    }
-    yaml.maybe("license", base.license.as_deref());
-    yaml.list("language", &languages);
+    let relation = if merged { "finetune" } else { "adapter" };
+    let mut yaml = lineage(base, relation, &languages, &name, &finetune);
     let datasets: Vec<String> = run
         .provenance
         .iter()
@@ -130,9 +125,6 @@ pub fn write(input: &CardInput) -> Result<()> {
     yaml.list("datasets", &datasets);
     yaml.scalar("library_name", if merged { "transformers" } else { "peft" });
     yaml.scalar("pipeline_tag", "text-generation");
-    yaml.scalar("model_name", &name);
-    yaml.maybe("basename", base.basename.as_deref());
-    yaml.scalar("finetune", &finetune);
     let mut tags = vec!["loam", "lora"];
     if merged {
         tags.push("merged");
@@ -246,23 +238,37 @@ pub fn write(input: &CardInput) -> Result<()> {
 /// extended vocabulary): it names the base (`base_model_relation: finetune`, the Hub's
 /// closest relation), keeps its licence and languages, and says what was done in `body`.
 pub fn write_derived(out: &Path, base: &Identity, label: &str, body: &str) -> Result<()> {
-    let base_id = base.hub_id_or_ancestor();
     let name = format!("{} {label}", base.name);
-    let mut yaml = Yaml::default();
-    yaml.maybe("base_model", base_id);
-    if base_id.is_some() {
-        yaml.scalar(RELATION, "finetune");
-    }
-    yaml.maybe("license", base.license.as_deref());
-    yaml.list("language", &base.languages);
+    let mut yaml = lineage(base, "finetune", &base.languages, &name, label);
     yaml.scalar("library_name", "transformers");
-    yaml.scalar("model_name", &name);
-    yaml.maybe("basename", base.basename.as_deref());
-    yaml.scalar("finetune", label);
     yaml.list("tags", &["loam", label]);
     let md = format!("{}# {name}\n\n{body}\n", yaml.finish());
     let path = out.join("README.md");
     std::fs::write(&path, md).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The front matter every card of a model made from `base` starts with: the base's Hub id
+/// and how this model relates to it (both left out when the id is unknown: never a local
+/// path), the base's licence, the languages, and the names GGUF's `general.*` reuse.
+fn lineage(
+    base: &Identity,
+    relation: &str,
+    languages: &[String],
+    name: &str,
+    finetune: &str,
+) -> Yaml {
+    let base_id = base.hub_id_or_ancestor();
+    let mut yaml = Yaml::default();
+    yaml.maybe("base_model", base_id);
+    if base_id.is_some() {
+        yaml.scalar(RELATION, relation);
+    }
+    yaml.maybe("license", base.license.as_deref());
+    yaml.list("language", languages);
+    yaml.scalar("model_name", name);
+    yaml.maybe("basename", base.basename.as_deref());
+    yaml.scalar("finetune", finetune);
+    yaml
 }
 
 fn data_section(md: &mut String, p: &Provenance) -> std::fmt::Result {

@@ -243,15 +243,18 @@ impl Vocab {
                 .or_else(|| model_config[config_key].as_u64().map(|i| i as u32))
         };
         let (add_bos, add_eos) = added_specials(&tok["post_processor"], &config);
-        let chat_template = match &config["chat_template"] {
-            Json::String(s) => Some(s.clone()),
-            Json::Array(list) => list
-                .iter()
-                .find(|t| t["name"] == "default")
-                .and_then(|t| t["template"].as_str())
-                .map(str::to_string),
-            _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
-        };
+        // transformers' order: chat_template.jinja wins over tokenizer_config.json's
+        let chat_template = std::fs::read_to_string(dir.join("chat_template.jinja"))
+            .ok()
+            .or_else(|| match &config["chat_template"] {
+                Json::String(s) => Some(s.clone()),
+                Json::Array(list) => list
+                    .iter()
+                    .find(|t| t["name"] == "default")
+                    .and_then(|t| t["template"].as_str())
+                    .map(str::to_string),
+                _ => None,
+            });
         let unk = id_of("unk_token", "unk_token_id").or_else(|| {
             unk_text
                 .as_deref()

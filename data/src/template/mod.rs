@@ -16,6 +16,9 @@ use minijinja::{Environment, Error, ErrorKind, State};
 use crate::tokenize::{TemplateSource, Tokenizer};
 use crate::Message;
 
+pub mod builtin;
+pub mod install;
+
 /// Wraps the output of a `{% generation %}` block; noncharacters never met in real text.
 const GEN_START: char = '\u{FDD0}';
 const GEN_END: char = '\u{FDD1}';
@@ -134,6 +137,12 @@ impl ChatTemplate {
             text: text.to_string(),
         };
         ChatTemplate::new(&source, tokenizer.special_tokens())
+    }
+
+    /// The template a setting names (`key` is the recipe key or flag, for errors): a built-in
+    /// template by name (`gemma`, see [`builtin`]), a `.jinja` file, or inline Jinja.
+    pub fn from_setting(key: &str, value: &str, tokenizer: &Tokenizer) -> Result<Self> {
+        ChatTemplate::new(&setting_source(key, value)?, tokenizer.special_tokens())
     }
 
     /// The model's own template, or `None` when it ships none.
@@ -270,6 +279,35 @@ impl ChatTemplate {
 }
 
 /// What to do about a conversation the template refused with `message`.
+/// The template text a setting names: see [`ChatTemplate::from_setting`].
+pub fn setting_source(key: &str, value: &str) -> Result<TemplateSource> {
+    if let Some(b) = builtin::by_name(value) {
+        return Ok(TemplateSource {
+            origin: format!("built-in template `{}`", b.name),
+            text: b.jinja.to_string(),
+        });
+    }
+    if value.ends_with(".jinja") {
+        let text = std::fs::read_to_string(value)
+            .map_err(|e| anyhow::anyhow!("{key}: cannot read {value}: {e}"))?;
+        return Ok(TemplateSource {
+            origin: value.to_string(),
+            text,
+        });
+    }
+    if !value.contains("{{") && !value.contains("{%") {
+        bail!(
+            "{key} = `{value}` is neither a built-in template ({}), a .jinja file nor a Jinja \
+             template",
+            builtin::names()
+        );
+    }
+    Ok(TemplateSource {
+        origin: key.to_string(),
+        text: value.to_string(),
+    })
+}
+
 fn rejection_hint(message: &str) -> &'static str {
     if message.to_lowercase().contains("system") {
         // Gemma 1/2's templates have no system role.
