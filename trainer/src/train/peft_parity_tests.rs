@@ -157,7 +157,12 @@ fn run_case(root: &Path, case_dir: &Path, checkpointing: bool) {
         let want = expected
             .get(&format!("final.{key}"))
             .unwrap_or_else(|| panic!("{name}: PEFT has no final {key}"));
-        assert_close(&format!("{name} final {key}"), &tensor, want);
+        // After three AdamW steps: each element's update is m / (√v + ε), which amplifies
+        // the f32 rounding of a gradient whose steps nearly cancel (the kernels and thread
+        // counts libtorch picks change that rounding): measured up to 1.14e-5 of the
+        // tensor's largest weight on AVX2, so 1e-4 — still a thousandth of one step's update
+        // (lr 1e-2). The losses, gradient norms and gradients above stay at 1e-5.
+        assert_close_within(&format!("{name} final {key}"), &tensor, want, 1e-4);
     }
     drop(params);
     if pissa {

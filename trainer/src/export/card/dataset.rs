@@ -22,23 +22,32 @@ fn size_category(rows: usize) -> &'static str {
     }
 }
 
-/// Writes `README.md` into `dir`, which holds (or will hold) `train.parquet` and `eval.parquet`.
+/// Writes `README.md` into `dir`, which holds (or will hold) `train.parquet`, `eval.parquet`
+/// and, when there is a dev split, `dev.parquet`.
 pub fn write(dir: &Path, data: &Dataset, provenance: &Provenance) -> Result<()> {
     let s = &data.summary;
     let mut yaml = Yaml::default();
     yaml.list("language", &provenance.languages);
     yaml.list("license", &provenance.licenses);
     yaml.list("task_categories", &["translation"]);
-    yaml.list("size_categories", &[size_category(s.train + s.eval)]);
+    yaml.list(
+        "size_categories",
+        &[size_category(s.train + s.dev + s.eval)],
+    );
     yaml.scalar(
         "pretty_name",
         &format!("English to {} from gettext catalogs", data.language),
     );
     yaml.list("tags", &["gettext", "software-localization", "loam"]);
-    yaml.raw(
-        "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: train.parquet\n  \
-         - split: test\n    path: eval.parquet\n",
-    );
+    let dev = if s.dev > 0 {
+        "  - split: validation\n    path: dev.parquet\n"
+    } else {
+        ""
+    };
+    yaml.raw(&format!(
+        "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: train.parquet\n\
+         {dev}  - split: test\n    path: eval.parquet\n",
+    ));
     let left_out: Vec<String> = s
         .skipped
         .iter()
@@ -56,12 +65,13 @@ pub fn write(dir: &Path, data: &Dataset, provenance: &Provenance) -> Result<()> 
     writeln!(md, "{}.\n", provenance.description.trim_end_matches('.'))?;
     writeln!(
         md,
-        "Built with `loam data gettext --lang {}`: {} train and {} held-out pairs (the held-out \
-         split, `eval.parquet`, is chosen by a hash of the English message; near-duplicates \
-         fall on the same side). Each row holds the chat (`messages`: the request to translate, \
+        "Built with `loam data gettext --lang {}`: {} train, {} dev and {} held-out pairs (the \
+         held-out split, `eval.parquet`, and the dev split for tuning, `dev.parquet`, are \
+         chosen by a hash of the English message; near-duplicates fall in the same split). \
+         Each row holds the chat (`messages`: the request to translate, \
          the community's translation), the `english` and the `translation`, and the `source` \
          catalogs that gave it. Of {} messages read, left out: {}.\n",
-        s.lang, s.train, s.eval, s.seen, left_out
+        s.lang, s.train, s.dev, s.eval, s.seen, left_out
     )?;
     writeln!(md, "## Sources\n")?;
     writeln!(

@@ -324,13 +324,16 @@ fn accumulation_normalizes_over_the_whole_step() {
         };
         let (loss_one, metrics_one, grads_one) = run(4, 1);
         let (loss_two, metrics_two, grads_two) = run(1, 4);
+        // f32 sums over other batch shapes: a few ulps of the log-probabilities, which a
+        // log-odds (a difference of two) turns into ~1e-6 relative (measured 1.3e-6 on AVX2
+        // with freshly built fixtures); a normalization off by a pair or a token is > 1e-2.
         assert!(
-            rel(loss_two, loss_one) < 1e-6,
+            rel(loss_two, loss_one) < 1e-5,
             "{name}: {loss_two} vs {loss_one}"
         );
         for (k, v) in &metrics_one {
             assert!(
-                rel(metrics_two[k], *v) < 1e-6,
+                rel(metrics_two[k], *v) < 1e-5,
                 "{name} {k}: {} vs {v}",
                 metrics_two[k]
             );
