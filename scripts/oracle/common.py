@@ -297,3 +297,52 @@ def greedy(model, ids: list[int], stop: list[int], max_new_tokens: int) -> dict:
     if stopped:
         new = new[:-1]
     return {"ids": new, "stop": "stop_token" if stopped else "length", "decided": decided}
+
+
+def fixture_args(doc: str):
+    """The command line every torch-built fixtures_*.py takes: --out, --force, --threads."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=None,
+                    help="fixture dir (default $LOAM_FIXTURES or ~/.cache/loam/fixtures)")
+    ap.add_argument("--force", action="store_true", help="rebuild even if the stamp matches")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    args = ap.parse_args()
+    args.out = (args.out or default_out_dir()).expanduser().resolve()
+    return args
+
+
+def missing_stamps(out_dir: Path, names: tuple[str, ...]) -> bool:
+    """Says which fixtures another script must build first; True when one is missing."""
+    for name in names:
+        if not (out_dir / name).is_file():
+            print(f"error: {out_dir} has no {name}; run scripts/oracle/build.sh",
+                  file=sys.stderr)
+            return True
+    return False
+
+
+def build_once(out_dir: Path, owned: str, stamp_name: str, stamp: str, complete, build,
+               force: bool, what: str) -> int:
+    """The stamp protocol of the fixture scripts: nothing is done when DIR/stamp_name holds
+    `stamp` and `complete()`; otherwise `build(tmp)` writes tmp/owned under a temporary
+    directory of DIR, which replaces DIR/owned, and the stamp is written last."""
+    import tempfile
+    stamp_file = out_dir / stamp_name
+    if not force and stamp_matches(stamp_file, stamp) and complete():
+        print(f"{what} fixtures up to date: {out_dir / owned} (stamp {stamp[:12]})")
+        return 0
+    t0 = time.monotonic()
+    log(f"building {what} fixtures in {out_dir / owned}")
+    if stamp_file.exists():
+        stamp_file.unlink()
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{owned}-", dir=out_dir))
+    try:
+        build(tmp)
+        replace_path(tmp / owned, out_dir / owned)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stamp_file.write_text(stamp + "\n")
+    size = sum(s for _, s in tree_listing(out_dir / owned))
+    log(f"done in {time.monotonic() - t0:.0f}s; {owned}/ {human(size)}; stamp {stamp[:12]}")
+    return 0

@@ -22,12 +22,9 @@ place, and the stamp is written last.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
-import tempfile
-import time
 import warnings
 import zlib
 from importlib import metadata
@@ -536,37 +533,13 @@ def complete(out_dir: Path) -> bool:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=None,
-                    help="fixture dir (default $LOAM_FIXTURES or ~/.cache/loam/fixtures)")
-    ap.add_argument("--force", action="store_true", help="rebuild even if the stamp matches")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    args = ap.parse_args()
-    out_dir = (args.out or common.default_out_dir()).expanduser().resolve()
-    stamp_file = out_dir / STAMP_NAME
-    if not (out_dir / fixtures_models.STAMP_NAME).is_file():
-        print(f"error: {out_dir} has no model fixtures; run fixtures_models.py first",
-              file=sys.stderr)
+    args = common.fixture_args(__doc__)
+    if common.missing_stamps(args.out, (fixtures_models.STAMP_NAME,)):
         return 1
-    stamp = compute_stamp(out_dir)
-    if not args.force and common.stamp_matches(stamp_file, stamp) and complete(out_dir):
-        print(f"train fixtures up to date: {out_dir / 'train'} (stamp {stamp[:12]})")
-        return 0
-
-    t0 = time.monotonic()
-    log(f"building training fixtures in {out_dir / 'train'}")
-    if stamp_file.exists():
-        stamp_file.unlink()
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-train-", dir=out_dir))
-    try:
-        build(out_dir, tmp, args.threads)
-        common.replace_path(tmp / "train", out_dir / "train")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    stamp_file.write_text(stamp + "\n")
-    size = sum(s for _, s in common.tree_listing(out_dir / "train"))
-    log(f"done in {time.monotonic() - t0:.0f}s; train/ {common.human(size)}; stamp {stamp[:12]}")
-    return 0
+    return common.build_once(
+        args.out, "train", STAMP_NAME, compute_stamp(args.out),
+        lambda: complete(args.out), lambda tmp: build(args.out, tmp, args.threads),
+        args.force, "training")
 
 
 if __name__ == "__main__":
