@@ -61,19 +61,7 @@ fn cards_and_gguf_metadata_name_the_base_the_data_and_the_results() {
         "loam merge",
     );
     let gguf = dir.join("model-q8_0.gguf");
-    assert_success(
-        &loam(&[
-            "gguf",
-            "export",
-            "--model",
-            s(&merged),
-            "--out",
-            s(&gguf),
-            "--type",
-            "q8_0",
-        ]),
-        "loam gguf export",
-    );
+    assert_success(&gguf_export(&merged, &gguf, "q8_0"), "loam gguf export");
     let adapter = run.join("adapter");
     let home = home();
     let forbidden = [s(&dir), s(&home), "/tmp/", "runs/", "example.invalid"];

@@ -326,19 +326,6 @@ fn merging_a_multimodal_gemma3_keeps_its_vision_tower() {
     }
 }
 
-fn gguf_export(model: &Path, out: &Path, ty: &str) -> std::process::Output {
-    loam(&[
-        "gguf",
-        "export",
-        "--model",
-        s(model),
-        "--out",
-        s(out),
-        "--type",
-        ty,
-    ])
-}
-
 /// Every family exports to f32 GGUF and imports back to a model with the same loss (the
 /// multimodal one as its language model, a Gemma3ForCausalLM).
 #[test]

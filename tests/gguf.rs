@@ -25,17 +25,7 @@ fn import(file: &Path, out: &Path) {
 }
 
 fn export(model: &Path, out: &Path, ty: &str) {
-    let out = loam(&[
-        "gguf",
-        "export",
-        "--model",
-        s(model),
-        "--out",
-        s(out),
-        "--type",
-        ty,
-    ]);
-    assert_success(&out, "loam gguf export");
+    assert_success(&gguf_export(model, out, ty), "loam gguf export");
 }
 
 fn eval_loss(model: &Path) -> f64 {

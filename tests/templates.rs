@@ -112,17 +112,7 @@ fn a_base_without_a_template_gets_a_built_in_one_everywhere() {
     // GGUF carries the template for llama.cpp and Ollama
     let gguf = dir.join("base.gguf");
     let export = |model: &Path, file: &Path| {
-        let out = loam(&[
-            "gguf",
-            "export",
-            "--model",
-            s(model),
-            "--out",
-            s(file),
-            "--type",
-            "f32",
-        ]);
-        assert_success(&out, "loam gguf export");
+        assert_success(&gguf_export(model, file, "f32"), "loam gguf export");
     };
     export(&base, &gguf);
     let imported_plain = dir.join("imported-plain");

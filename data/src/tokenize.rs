@@ -363,7 +363,7 @@ fn read_json_if_present(path: &Path) -> Result<Option<Json>> {
 /// The template transformers would use: `chat_template.jinja` (or
 /// `additional_chat_templates/default.jinja`) wins over `tokenizer_config.json`'s
 /// `chat_template`, which is a string or a list of `{name, template}` (the one named "default").
-fn find_chat_template(dir: &Path, config: &Json) -> Result<Option<TemplateSource>> {
+pub fn find_chat_template(dir: &Path, config: &Json) -> Result<Option<TemplateSource>> {
     for file in [
         dir.join("chat_template.jinja"),
         dir.join("additional_chat_templates").join("default.jinja"),

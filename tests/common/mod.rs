@@ -79,6 +79,20 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
     assert_mentions(&err, needles, "error");
 }
 
+/// `loam gguf export --model MODEL --out OUT --type TY`.
+pub fn gguf_export(model: &Path, out: &Path, ty: &str) -> Output {
+    loam(&[
+        "gguf",
+        "export",
+        "--model",
+        s(model),
+        "--out",
+        s(out),
+        "--type",
+        ty,
+    ])
+}
+
 /// Every needle occurs in `text` (`what` names the text in the failure message).
 pub fn assert_mentions(text: &str, needles: &[&str], what: &str) {
     for needle in needles {

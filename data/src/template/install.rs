@@ -35,6 +35,28 @@ pub fn install(dir: &Path, source: &TemplateSource) -> Result<Option<u32>> {
     Ok(end_of_turn)
 }
 
+/// Saves `source` beside a trained adapter in `adapter_dir`: the template it learned, which
+/// `loam eval` / `generate --adapter` use and `loam merge` installs ([`trained_with`]).
+pub fn save_beside_adapter(adapter_dir: &Path, source: &TemplateSource) -> Result<()> {
+    let path = adapter_dir.join(FILE);
+    std::fs::write(&path, &source.text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The template an adapter was trained with, when its run saved one
+/// ([`save_beside_adapter`]).
+pub fn trained_with(adapter_dir: &Path) -> Result<Option<TemplateSource>> {
+    let path = adapter_dir.join(FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(TemplateSource {
+        origin: path.display().to_string(),
+        text,
+    }))
+}
+
 /// `eos_token_id` (an integer or a list) with `id` in it, after the ids it had (or, when it
 /// had none, the tokenizer's `eos`, which generation stopped on until now).
 fn add_stop_token(path: &Path, eos: Option<u32>, id: u32) -> Result<()> {

@@ -130,15 +130,6 @@ impl ChatTemplate {
         })
     }
 
-    /// A template string given in a recipe, with the tokenizer's special tokens.
-    pub fn from_string(origin: &str, text: &str, tokenizer: &Tokenizer) -> Result<Self> {
-        let source = TemplateSource {
-            origin: origin.to_string(),
-            text: text.to_string(),
-        };
-        ChatTemplate::new(&source, tokenizer.special_tokens())
-    }
-
     /// The template a setting names (`key` is the recipe key or flag, for errors): a built-in
     /// template by name (`gemma`, see [`builtin`]), a `.jinja` file, or inline Jinja.
     pub fn from_setting(key: &str, value: &str, tokenizer: &Tokenizer) -> Result<Self> {

@@ -119,19 +119,15 @@ impl ModelArgs {
         train_on: loam_data::TrainOn,
         add_eos: bool,
     ) -> Result<loam_data::encode::Encoder> {
+        use loam_data::template::{install, setting_source};
         let tokenizer = loam_data::Tokenizer::from_model_dir(dir)?;
-        let adapters = self
-            .adapter
-            .as_ref()
-            .map(|a| a.join(loam_data::template::install::FILE))
-            .filter(|f| f.is_file());
-        let setting = match (&self.chat_template, &adapters) {
-            (Some(t), _) => Some(("--chat-template", t.clone())),
-            (None, Some(file)) => Some(("--adapter", file.display().to_string())),
+        let source = match (&self.chat_template, &self.adapter) {
+            (Some(t), _) => Some(setting_source("--chat-template", t)?),
+            (None, Some(adapter)) => install::trained_with(adapter)?,
             (None, None) => None,
         };
-        let template = setting
-            .map(|(key, value)| loam_data::ChatTemplate::from_setting(key, &value, &tokenizer))
+        let template = source
+            .map(|s| loam_data::ChatTemplate::new(&s, tokenizer.special_tokens()))
             .transpose()?;
         loam_data::encode::Encoder::new(tokenizer, template, train_on, add_eos)
     }

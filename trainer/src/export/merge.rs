@@ -109,12 +109,7 @@ pub fn merge(
         fsutil::copy_present(model_dir, tmp, SIDE_FILES)?;
         // The chat template the adapter was trained with (not the base's own) goes in, and
         // generation stops on its end-of-turn token.
-        let trained_template = adapter_dir.join(loam_data::template::install::FILE);
-        if trained_template.is_file() {
-            let source = loam_data::template::setting_source(
-                "the adapter's chat template",
-                &trained_template.display().to_string(),
-            )?;
+        if let Some(source) = loam_data::template::install::trained_with(adapter_dir)? {
             loam_data::template::install::install(tmp, &source)?;
         }
         card::write(&card::CardInput {

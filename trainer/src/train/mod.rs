@@ -406,9 +406,7 @@ fn run_replica(
             // The template the adapter learned goes with it: `loam eval` / `generate
             // --adapter` use it, and `loam merge` installs it in the merged model.
             let source = loam_data::template::setting_source("data.chat_template", setting)?;
-            let path = adapter_dir.join(loam_data::template::install::FILE);
-            std::fs::write(&path, &source.text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            loam_data::template::install::save_beside_adapter(&adapter_dir, &source)?;
         }
         let curves = plot::Curves::of_run(&out_dir, state.held_out_before.as_ref())?;
         plot::write_training_plot(&out_dir, &curves)?;

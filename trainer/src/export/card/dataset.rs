@@ -22,8 +22,8 @@ fn size_category(rows: usize) -> &'static str {
     }
 }
 
-/// Writes `README.md` into `dir`, which holds (or will hold) `train.parquet`, `eval.parquet`
-/// and, when there is a dev split, `dev.parquet`.
+/// Writes `README.md` into `dir`, which holds `train.parquet`, `eval.parquet` and, when a
+/// dev split was asked for, `dev.parquet`: the card lists the splits whose files are there.
 pub fn write(dir: &Path, data: &Dataset, provenance: &Provenance) -> Result<()> {
     let s = &data.summary;
     let mut yaml = Yaml::default();
@@ -39,7 +39,7 @@ pub fn write(dir: &Path, data: &Dataset, provenance: &Provenance) -> Result<()> 
         &format!("English to {} from gettext catalogs", data.language),
     );
     yaml.list("tags", &["gettext", "software-localization", "loam"]);
-    let dev = if s.dev > 0 {
+    let dev = if dir.join("dev.parquet").is_file() {
         "  - split: validation\n    path: dev.parquet\n"
     } else {
         ""

@@ -243,18 +243,12 @@ impl Vocab {
                 .or_else(|| model_config[config_key].as_u64().map(|i| i as u32))
         };
         let (add_bos, add_eos) = added_specials(&tok["post_processor"], &config);
-        // transformers' order: chat_template.jinja wins over tokenizer_config.json's
-        let chat_template = std::fs::read_to_string(dir.join("chat_template.jinja"))
+        // the template loam and transformers would use (chat_template.jinja first); one that
+        // cannot be read (a list without "default") is left out of the GGUF, as before
+        let chat_template = loam_data::tokenize::find_chat_template(dir, &config)
             .ok()
-            .or_else(|| match &config["chat_template"] {
-                Json::String(s) => Some(s.clone()),
-                Json::Array(list) => list
-                    .iter()
-                    .find(|t| t["name"] == "default")
-                    .and_then(|t| t["template"].as_str())
-                    .map(str::to_string),
-                _ => None,
-            });
+            .flatten()
+            .map(|t| t.text);
         let unk = id_of("unk_token", "unk_token_id").or_else(|| {
             unk_text
                 .as_deref()
